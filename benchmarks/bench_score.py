@@ -1,0 +1,123 @@
+"""Speed and memory of decode + features + score on G.711 calls.
+
+Run: ``make bench`` (or ``python benchmarks/bench_score.py``). Single-threaded so
+that the figures are per core. Prints CPU seconds per second of audio, the
+real-time factor, the split between decode, features and model, and peak traced
+memory as a ratio of the decoded audio it works on.
+"""
+
+from __future__ import annotations
+
+import os
+
+for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(var, "1")
+
+import argparse  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import time  # noqa: E402
+import tracemalloc  # noqa: E402
+
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+
+from voicecheck.analysis import segment_features  # noqa: E402
+from voicecheck.audio import load_audio  # noqa: E402
+from voicecheck.channel import apply_channel  # noqa: E402
+from voicecheck.model import load_model  # noqa: E402
+from voicecheck.scoring import analyze  # noqa: E402
+
+
+def speech(duration_s: float) -> np.ndarray:
+    """G.711-ready 8 kHz speech: espeak-ng sentences repeated, else a harmonic signal."""
+    if shutil.which("espeak-ng"):
+        from voicecheck.samples import espeak
+
+        y, sr = espeak(
+            "Hello, this is a message about your polling place. The election is on "
+            "Tuesday. Please call us back at your earliest convenience."
+        )
+        y, _ = apply_channel(y, sr=sr, channel="telephone_band")
+        y = np.concatenate([y, np.zeros(4000, np.float32)])
+    else:
+        t = np.arange(8000 * 3) / 8000
+        y = np.sin(2 * np.pi * 140 * t) * (1 + np.sin(2 * np.pi * 3 * t))
+    reps = int(np.ceil(duration_s * 8000 / y.size))
+    return (0.3 * np.tile(y, reps)[: int(duration_s * 8000)] / np.abs(y).max()).astype(np.float32)
+
+
+def g711_wav(duration_s: float) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, speech(duration_s), 8000, format="WAV", subtype="ULAW")
+    return buf.getvalue()
+
+
+def cpu(fn, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.process_time()
+        fn()
+        best = min(best, time.process_time() - t0)
+    return best
+
+
+def bench_speed(detector, duration_s: float, repeats: int) -> dict:
+    data = g711_wav(duration_s)
+    analyze(data, detector)  # warm up (imports, numba, caches)
+    audio = load_audio(data)
+    total = cpu(lambda: analyze(data, detector), repeats)
+    decode = cpu(lambda: load_audio(data), repeats)
+    feats = cpu(lambda: segment_features(audio.samples[0]), repeats)
+    X = segment_features(audio.samples[0]).X
+    model = cpu(lambda: detector.predict_proba(X), repeats)
+    return {
+        "audio_s": duration_s,
+        "cpu_s_total": round(total, 4),
+        "cpu_s_per_audio_s": round(total / duration_s, 6),
+        "x_real_time_per_core": round(duration_s / total, 1),
+        "share_decode": round(decode / total, 3),
+        "share_features": round(feats / total, 3),
+        "share_model": round(model / total, 3),
+    }
+
+
+def bench_memory(detector, duration_s: float) -> dict:
+    data = g711_wav(duration_s)
+    decoded_bytes = int(duration_s * 8000) * 4  # float32 mono at the analysis rate
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    base, _ = tracemalloc.get_traced_memory()
+    t0 = time.process_time()
+    result = analyze(data, detector)
+    cpu_s = time.process_time() - t0
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {
+        "audio_s": duration_s,
+        "input_mb": round(len(data) / 1e6, 1),
+        "decoded_audio_mb": round(decoded_bytes / 1e6, 1),
+        "peak_traced_mb": round((peak - base) / 1e6, 1),
+        "peak_over_decoded_audio": round((peak - base) / decoded_bytes, 2),
+        "x_real_time_per_core": round(duration_s / cpu_s, 1),
+        "segments": len(result.segments),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--long-s", type=float, default=1800.0)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    detector = load_model()
+    report = {
+        "g711_60s": bench_speed(detector, 60.0, args.repeats),
+        "g711_30min_memory": bench_memory(detector, args.long_s),
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Feature extractors: pure functions from a 16 kHz mono signal to feature arrays.
+
+Every frame-level function uses the same non-centred frames: frame ``i`` covers samples
+``[i * HOP_LENGTH, i * HOP_LENGTH + FRAME_LENGTH)`` (32 ms every 10 ms), with a 25 ms Hann
+window centred in it, and ``n_frames = 1 + (len(y) - FRAME_LENGTH) // HOP_LENGTH``. Time is
+on the last axis and every array is float32.
+
+Feature families (:func:`frame_feature_names` lists the rows of :func:`frame_features`):
+
+- cepstral (:mod:`.cepstral`): MFCC, LFCC and CQCC coefficients 1..n (coefficient 0, the
+  level, is dropped), regression deltas and delta-deltas of MFCC and LFCC;
+- spectral shape (:mod:`.spectral`): centroid, bandwidth, flatness, roll-off, octave-band
+  contrast, flux, all from the one power spectrogram;
+- temporal (:mod:`.temporal`): zero-crossing rate, frame level in dBFS;
+- prosody (:mod:`.prosody`): fundamental frequency and voicing (normalised square
+  difference function);
+- segment summaries (:mod:`.summary`): statistics over the active-speech frames of a
+  segment (:func:`activity`), without absolute level, speech fraction or duration.
+"""
+
+from ._framing import frame_count
+from .cepstral import (
+    constant_q_filterbank,
+    cqcc,
+    deltas,
+    lfcc,
+    linear_filterbank,
+    mel_filterbank,
+    mfcc,
+)
+from .frames import (
+    FEATURE_CONTEXT_FRAMES,
+    FrameFeatures,
+    activity,
+    frame_feature_names,
+    frame_features,
+)
+from .prosody import pitch
+from .spectral import (
+    power_spectrogram,
+    spectral_bandwidth,
+    spectral_centroid,
+    spectral_contrast,
+    spectral_flatness,
+    spectral_flux,
+    spectral_rolloff,
+    spectral_shape,
+    spectral_shape_names,
+)
+from .summary import summarize, summary_names
+from .temporal import log_energy, zero_crossing_rate
+
+__all__ = [
+    "FEATURE_CONTEXT_FRAMES",
+    "FrameFeatures",
+    "activity",
+    "constant_q_filterbank",
+    "cqcc",
+    "deltas",
+    "frame_count",
+    "frame_feature_names",
+    "frame_features",
+    "lfcc",
+    "linear_filterbank",
+    "log_energy",
+    "mel_filterbank",
+    "mfcc",
+    "pitch",
+    "power_spectrogram",
+    "spectral_bandwidth",
+    "spectral_centroid",
+    "spectral_contrast",
+    "spectral_flatness",
+    "spectral_flux",
+    "spectral_rolloff",
+    "spectral_shape",
+    "spectral_shape_names",
+    "summarize",
+    "summary_names",
+    "zero_crossing_rate",
+]

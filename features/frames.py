@@ -1,0 +1,225 @@
+"""All frame-level features of a signal in one array, and the speech-activity mask.
+
+:func:`frame_features` computes one power spectrogram and derives every spectral and cepstral
+feature from it; the waveform features (zero-crossing rate, energy, pitch) use the same
+non-centred frames. Frame ``i`` depends only on samples
+``[i * HOP_LENGTH, i * HOP_LENGTH + FRAME_LENGTH)`` and, for the deltas and the flux, on at
+most :data:`FEATURE_CONTEXT_FRAMES` frames on each side. A long recording can therefore be
+processed in overlapping blocks: give each block that many extra frames (or more) on each side
+and drop them afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from voicecheck.constants import (
+    ACTIVITY_FLOOR_DBFS,
+    ACTIVITY_RANGE_DB,
+    ANALYSIS_SR_HZ,
+    CONTRAST_BANDS,
+    DELTA_WIDTH_FRAMES,
+    N_CQCC,
+    N_LFCC,
+    N_MFCC,
+)
+
+from ._framing import as_mono_float32
+from .cepstral import cqcc, deltas, lfcc, mfcc
+from .prosody import pitch
+from .spectral import power_spectrogram, spectral_shape, spectral_shape_names
+from .temporal import log_energy, zero_crossing_rate
+
+FEATURE_CONTEXT_FRAMES = DELTA_WIDTH_FRAMES // 2
+"""Neighbouring frames on each side that can influence a frame's features (the deltas)."""
+
+
+@dataclass(frozen=True, eq=False)
+class FrameFeatures:
+    """Frame-level features of one signal.
+
+    Attributes
+    ----------
+    values : np.ndarray, shape (n_features, n_frames), float32
+        One row per feature, in the order of ``names``; units are in the names' suffixes
+        (``_hz``, ``_db``) or given by :func:`frame_feature_names`. ``f0_hz`` is NaN in
+        unvoiced frames; nothing else is ever NaN.
+    names : tuple of str, length n_features
+        Feature names, equal to :func:`frame_feature_names`.
+    """
+
+    values: np.ndarray
+    names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.values.ndim != 2 or self.values.shape[0] != len(self.names):
+            raise ValueError(
+                f"values has shape {self.values.shape}; ({len(self.names)}, n_frames) is expected"
+            )
+
+    @property
+    def n_frames(self) -> int:
+        """Number of frames (columns of ``values``)."""
+        return self.values.shape[1]
+
+    def row(self, name: str) -> np.ndarray:
+        """Return the feature called ``name``, shape ``(n_frames,)``."""
+        return self.values[self.names.index(name)]
+
+
+def _numbered(prefix: str, n: int) -> tuple[str, ...]:
+    return tuple(f"{prefix}_{k}" for k in range(1, n + 1))
+
+
+@lru_cache(maxsize=1)
+def frame_feature_names() -> tuple[str, ...]:
+    """Return the names of the rows of :func:`frame_features`, in order, without computing.
+
+    Returns
+    -------
+    tuple of str
+        In order (``3 N_MFCC + 3 N_LFCC + N_CQCC + CONTRAST_BANDS + 11`` names, with the
+        numbers of :mod:`voicecheck.constants`):
+
+        - ``mfcc_1`` .. ``mfcc_{N_MFCC}``: MFCC 1..N_MFCC (coefficient 0 dropped), then
+          their deltas ``mfcc_d1_k`` and delta-deltas ``mfcc_d2_k`` (per frame, per
+          frame**2);
+        - ``lfcc_k``, ``lfcc_d1_k``, ``lfcc_d2_k``: the same for LFCC 1..N_LFCC;
+        - ``cqcc_1`` .. ``cqcc_{N_CQCC}``: CQCC 1..N_CQCC;
+        - ``centroid_hz``, ``bandwidth_hz``, ``flatness`` (0-1), ``rolloff_hz``,
+          ``contrast_db_1`` .. ``contrast_db_{CONTRAST_BANDS + 1}`` (octave bands, dB),
+          ``flux`` (0-sqrt 2);
+        - ``zcr`` (crossings per sample pair), ``energy_db`` (dBFS);
+        - ``f0_hz`` (Hz, NaN when unvoiced), ``voicing`` (0-1).
+
+    Examples
+    --------
+    >>> from voicecheck.features import frame_feature_names
+    >>> names = frame_feature_names()
+    >>> names[:2], names[-4:]
+    (('mfcc_1', 'mfcc_2'), ('zcr', 'energy_db', 'f0_hz', 'voicing'))
+    """
+    names: list[str] = []
+    for family, n in (("mfcc", N_MFCC), ("lfcc", N_LFCC)):
+        names += _numbered(family, n)
+        names += _numbered(f"{family}_d1", n)
+        names += _numbered(f"{family}_d2", n)
+    names += _numbered("cqcc", N_CQCC)
+    names += spectral_shape_names(n_bands=CONTRAST_BANDS)
+    names += ("zcr", "energy_db", "f0_hz", "voicing")
+    return tuple(names)
+
+
+def frame_features(y: np.ndarray, *, sr: float = ANALYSIS_SR_HZ) -> FrameFeatures:
+    """Compute every frame-level feature of a signal.
+
+    Frames are non-centred (see the module docstring), ``n_frames = 1 + (len(y) -
+    FRAME_LENGTH) // HOP_LENGTH``, 0 for a signal shorter than one frame.
+
+    Parameters
+    ----------
+    y : np.ndarray, shape (n_samples,)
+        Mono signal at ``ANALYSIS_SR_HZ``, full scale = 1.0.
+    sr : float
+        Sample rate in Hz; must be ``ANALYSIS_SR_HZ`` (the frame settings are in samples
+        at that rate).
+
+    Returns
+    -------
+    FrameFeatures
+        ``values`` of shape ``(len(frame_feature_names()), n_frames)``, float32, and the
+        ``names``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from voicecheck.constants import ANALYSIS_SR_HZ as sr
+    >>> from voicecheck.features import frame_count, frame_feature_names, frame_features
+    >>> y = np.sin(2 * np.pi * 220 * np.arange(sr) / sr).astype(np.float32)
+    >>> features = frame_features(y, sr=sr)
+    >>> features.values.shape == (len(frame_feature_names()), frame_count(sr))
+    True
+    >>> features.values.dtype
+    dtype('float32')
+    >>> round(float(np.median(features.row("f0_hz"))))
+    220
+    """
+    if sr != ANALYSIS_SR_HZ:
+        raise ValueError(
+            f"sr={sr} Hz; features are defined at {ANALYSIS_SR_HZ} Hz, resample the audio first"
+        )
+    y = as_mono_float32(y)
+    names = frame_feature_names()
+    S = power_spectrogram(y, sr=sr)
+    out = np.empty((len(names), S.shape[1]), dtype=np.float32)
+    row = 0
+
+    def put(block: np.ndarray) -> None:
+        nonlocal row
+        block = np.atleast_2d(block)
+        out[row : row + block.shape[0]] = block
+        row += block.shape[0]
+
+    for cepstrum in (mfcc(S=S, sr=sr), lfcc(S=S, sr=sr)):
+        put(cepstrum)
+        put(deltas(cepstrum, order=1))
+        put(deltas(cepstrum, order=2))
+    put(cqcc(S=S, sr=sr))
+    put(spectral_shape(S=S, sr=sr))
+    put(zero_crossing_rate(y))
+    put(log_energy(y))
+    put(np.stack(pitch(y, sr=sr)))
+    if row != len(names):
+        raise AssertionError(f"{row} feature rows computed for {len(names)} names")
+    return FrameFeatures(values=out, names=names)
+
+
+def activity(
+    energy_db: np.ndarray,
+    *,
+    range_db: float = ACTIVITY_RANGE_DB,
+    floor_dbfs: float = ACTIVITY_FLOOR_DBFS,
+    reference_db: float | None = None,
+) -> np.ndarray:
+    """Mark the frames that hold active speech rather than pauses.
+
+    A frame is active when its level is within ``range_db`` of the reference level and
+    above ``floor_dbfs``.
+
+    Parameters
+    ----------
+    energy_db : np.ndarray, shape (n_frames,)
+        Frame levels in dBFS (the ``energy_db`` row of :func:`frame_features`).
+    range_db : float
+        Dynamic range in dB below the reference that still counts as speech.
+    floor_dbfs : float
+        Absolute level in dBFS at or below which a frame is a pause.
+    reference_db : float or None
+        Reference level in dBFS, by default the loudest frame of ``energy_db``; pass the
+        loudest level of the whole recording when ``energy_db`` is one block of it.
+
+    Returns
+    -------
+    np.ndarray, shape (n_frames,), bool
+        True where the frame is active.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from voicecheck.features import activity
+    >>> activity(np.array([-20.0, -50.0, -60.0, -30.0])).tolist()
+    [True, True, False, True]
+    >>> activity(np.array([-20.0, -50.0]), reference_db=0.0).tolist()
+    [True, False]
+    """
+    energy_db = np.asarray(energy_db, dtype=np.float32)
+    if energy_db.ndim != 1:
+        raise ValueError(f"energy_db has shape {energy_db.shape}; (n_frames,) is expected")
+    if energy_db.size == 0:
+        return np.zeros(0, dtype=bool)
+    if reference_db is None:
+        reference_db = float(energy_db.max())
+    return (energy_db >= reference_db - range_db) & (energy_db > floor_dbfs)

@@ -1,0 +1,505 @@
+"""The power spectrogram and the spectral-shape descriptors derived from it.
+
+Every function here works on the one power spectrogram ``S`` of shape ``(n_bins, n_frames)``
+made by :func:`power_spectrogram` (``n_bins = 1 + n_fft // 2``); frame ``i`` of every output
+depends on column ``i`` of ``S`` only, except :func:`spectral_flux`, which also looks at
+column ``i - 1``.
+
+Conventions, chosen to match librosa where librosa is local in time: centroid, bandwidth
+and roll-off weight frequencies by the *magnitude* ``sqrt(S)``; flatness is computed on the
+power; contrast compares the loudest and quietest *power* bins of each band in dB (librosa
+applies a global ``top_db`` clip, which would make a frame depend on the whole signal).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import scipy.fft
+import scipy.signal
+
+from voicecheck.constants import (
+    ANALYSIS_SR_HZ,
+    CONTRAST_BANDS,
+    FRAME_LENGTH,
+    HOP_LENGTH,
+    ROLLOFF_PERCENT,
+    WIN_LENGTH,
+)
+
+from ._framing import as_mono_float32, frames
+
+AMIN_POWER = 1e-10
+"""Floor added to powers before a logarithm or a ratio (power units of ``S``)."""
+
+_DB_PER_NEPER_POWER = np.float32(10.0 / np.log(10.0))
+
+
+@lru_cache(maxsize=16)
+def _padded_window(n_fft: int, win_length: int) -> np.ndarray:
+    """Return a periodic Hann window of ``win_length`` centred in ``n_fft`` zeros."""
+    if not 1 <= win_length <= n_fft:
+        raise ValueError(f"win_length={win_length}; it must be between 1 and n_fft={n_fft}")
+    window = np.zeros(n_fft, dtype=np.float32)
+    start = (n_fft - win_length) // 2
+    window[start : start + win_length] = scipy.signal.get_window("hann", win_length, fftbins=True)
+    window.flags.writeable = False
+    return window
+
+
+def _fft_frequencies(n_bins: int, sr: float) -> np.ndarray:
+    """Return the centre frequency in Hz of each of ``n_bins`` rfft bins (float64)."""
+    return np.arange(n_bins, dtype=np.float64) * (sr / (2.0 * (n_bins - 1)))
+
+
+def _as_power_spectrogram(S: np.ndarray) -> np.ndarray:
+    """Return ``S`` as a float32 ``(n_bins, n_frames)`` array, refusing anything else."""
+    S = np.asarray(S, dtype=np.float32)
+    if S.ndim != 2 or S.shape[0] < 2:
+        raise ValueError(
+            f"S has shape {S.shape}; a power spectrogram of shape (n_bins >= 2, n_frames) "
+            "is expected"
+        )
+    return S
+
+
+def power_spectrogram(
+    y: np.ndarray,
+    *,
+    sr: float = ANALYSIS_SR_HZ,
+    n_fft: int = FRAME_LENGTH,
+    win_length: int = WIN_LENGTH,
+    hop_length: int = HOP_LENGTH,
+) -> np.ndarray:
+    """Compute the power spectrogram with non-centred frames.
+
+    Frame ``i`` covers samples ``[i * hop_length, i * hop_length + n_fft)``; a periodic Hann
+    window of ``win_length`` samples sits in the middle of it. The signal is not padded, so
+    ``n_frames = 1 + (len(y) - n_fft) // hop_length`` (0 when ``y`` is shorter than
+    ``n_fft``). This equals ``abs(librosa.stft(y, center=False, ...)) ** 2``.
+
+    Parameters
+    ----------
+    y : np.ndarray, shape (n_samples,)
+        Mono signal, full scale = 1.0.
+    sr : float
+        Sample rate in Hz. Accepted for a uniform signature; the spectrogram itself does
+        not depend on it.
+    n_fft : int
+        FFT size (and frame length) in samples.
+    win_length : int
+        Hann window length in samples, at most ``n_fft``.
+    hop_length : int
+        Hop between frames in samples.
+
+    Returns
+    -------
+    np.ndarray, shape (1 + n_fft // 2, n_frames), float32
+        Power ``|STFT|**2`` in squared full-scale units. The array is a transposed view
+        (Fortran-ordered), so each frame is contiguous.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from voicecheck.features import power_spectrogram
+    >>> sr = 8_000
+    >>> y = np.sin(2 * np.pi * 1000 * np.arange(sr) / sr).astype(np.float32)
+    >>> S = power_spectrogram(y, sr=sr, n_fft=256, win_length=200, hop_length=80)
+    >>> S.shape, S.dtype
+    ((129, 97), dtype('float32'))
+    >>> int(S[:, 10].argmax()) * sr / 256  # Hz
+    1000.0
+    """
+    if sr <= 0:
+        raise ValueError(f"sr={sr}; a positive sample rate in Hz is expected")
+    y = as_mono_float32(y)
+    window = _padded_window(n_fft, win_length)
+    framed = frames(y, frame_length=n_fft, hop_length=hop_length)
+    n_bins = 1 + n_fft // 2
+    if framed.shape[0] == 0:
+        return np.zeros((n_bins, 0), dtype=np.float32)
+    spectrum = scipy.fft.rfft(framed * window, axis=1, overwrite_x=True)
+    parts = spectrum.view(np.float32).reshape(spectrum.shape[0], n_bins, 2)
+    np.square(parts, out=parts)
+    power = np.add(parts[..., 0], parts[..., 1])
+    return power.T
+
+
+def _magnitude_moments(Mt: np.ndarray, freqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the magnitude-weighted mean and standard deviation of frequency per frame.
+
+    ``Mt`` is the magnitude with frames first, shape ``(n_frames, n_bins)``. Silent frames
+    get 0 Hz for both.
+    """
+    basis = np.stack([np.ones_like(freqs), freqs, freqs * freqs], axis=1)
+    moments = Mt.astype(np.float64) @ basis
+    total = moments[:, 0]
+    safe = np.where(total > 0, total, 1.0)
+    mean = moments[:, 1] / safe
+    variance = np.maximum(moments[:, 2] / safe - mean * mean, 0.0)
+    return mean.astype(np.float32), np.sqrt(variance).astype(np.float32)
+
+
+def spectral_centroid(*, S: np.ndarray, sr: float) -> np.ndarray:
+    """Compute the magnitude-weighted mean frequency of each frame.
+
+    Parameters
+    ----------
+    S : np.ndarray, shape (n_bins, n_frames)
+        Power spectrogram from :func:`power_spectrogram`.
+    sr : float
+        Sample rate in Hz.
+
+    Returns
+    -------
+    np.ndarray, shape (n_frames,), float32
+        Spectral centroid in Hz; 0 for a silent frame.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from voicecheck.constants import ANALYSIS_SR_HZ as sr
+    >>> from voicecheck.features import power_spectrogram, spectral_centroid
+    >>> y = np.sin(2 * np.pi * 1000 * np.arange(sr) / sr).astype(np.float32)
+    >>> centroid = spectral_centroid(S=power_spectrogram(y), sr=sr)
+    >>> bool(abs(np.median(centroid) - 1000) < 20)
+    True
+    """
+    S = _as_power_spectrogram(S)
+    Mt = np.sqrt(S.T)
+    return _magnitude_moments(Mt, _fft_frequencies(S.shape[0], sr))[0]
+
+
+def spectral_bandwidth(*, S: np.ndarray, sr: float) -> np.ndarray:
+    """Compute the magnitude-weighted standard deviation of frequency around the centroid.
+
+    This is librosa's ``spectral_bandwidth`` with ``p=2`` (and normalised weights).
+
+    Parameters
+    ----------
+    S : np.ndarray, shape (n_bins, n_frames)
+        Power spectrogram from :func:`power_spectrogram`.
+    sr : float
+        Sample rate in Hz.
+
+    Returns
+    -------
+    np.ndarray, shape (n_frames,), float32
+        Spectral bandwidth in Hz; 0 for a silent frame.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from voicecheck.constants import ANALYSIS_SR_HZ as sr
+    >>> from voicecheck.features import power_spectrogram, spectral_bandwidth
+    >>> noise = np.random.default_rng(0).standard_normal(sr).astype(np.float32)
+    >>> tone = np.sin(2 * np.pi * 1000 * np.arange(sr) / sr).astype(np.float32)
+    >>> wide = spectral_bandwidth(S=power_spectrogram(noise), sr=sr)
+    >>> narrow = spectral_bandwidth(S=power_spectrogram(tone), sr=sr)
+    >>> bool(wide.mean() > sr / 8 > 100 > narrow.mean())
+    True
+    """
+    S = _as_power_spectrogram(S)
+    Mt = np.sqrt(S.T)
+    return _magnitude_moments(Mt, _fft_frequencies(S.shape[0], sr))[1]
+
+
+def _flatness(Pt: np.ndarray, amin: float) -> np.ndarray:
+    floored = np.maximum(Pt, np.float32(amin))
+    log_mean = np.log(floored).mean(axis=1)
+    return (np.exp(log_mean) / floored.mean(axis=1)).astype(np.float32)
+
+
+def spectral_flatness(*, S: np.ndarray, amin: float = AMIN_POWER) -> np.ndarray:
+    """Compute the Wiener entropy (geometric over arithmetic mean) of each frame's power.
+
+    Parameters
+    ----------
+    S : np.ndarray, shape (n_bins, n_frames)
+        Power spectrogram from :func:`power_spectrogram`.
+    amin : float
+        Floor applied to every power value before the means (power units of ``S``).
+
+    Returns
+    -------
+    np.ndarray, shape (n_frames,), float32
+        Flatness between 0 (a pure tone) and 1 (a perfectly flat spectrum; also a silent
+        frame). A periodogram of white noise reads about ``exp(-0.5772) = 0.56`` because
+        each bin's power is exponentially distributed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from voicecheck.features import power_spectrogram, spectral_flatness
+    >>> noise = np.random.default_rng(0).standard_normal(8_000).astype(np.float32)
+    >>> round(float(spectral_flatness(S=power_spectrogram(noise)).mean()), 1)
+    0.6
+    """
+    S = _as_power_spectrogram(S)
+    return _flatness(S.T, amin)
+
+
+def _rolloff(Mt: np.ndarray, freqs: np.ndarray, roll_percent: float) -> np.ndarray:
+    cumulative = np.cumsum(Mt, axis=1)
+    threshold = np.float32(roll_percent) * cumulative[:, -1:]
+    index = np.count_nonzero(cumulative < threshold, axis=1)
+    return freqs[np.minimum(index, freqs.size - 1)].astype(np.float32)
+
+
+def spectral_rolloff(
+    *, S: np.ndarray, sr: float, roll_percent: float = ROLLOFF_PERCENT
+) -> np.ndarray:
+    """Compute the frequency below which ``roll_percent`` of each frame's magnitude lies.
+
+    Parameters
+    ----------
+    S : np.ndarray, shape (n_bins, n_frames)
+        Power spectrogram from :func:`power_spectrogram`.
+    sr : float
+        Sample rate in Hz.
+    roll_percent : float
+        Fraction of the summed magnitude, between 0 and 1.
+
+    Returns
+    -------
+    np.ndarray, shape (n_frames,), float32
+        Roll-off frequency in Hz (the centre of the first bin where the cumulative
+        magnitude reaches the fraction); 0 for a silent frame.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from voicecheck.constants import ANALYSIS_SR_HZ as sr
+    >>> from voicecheck.features import power_spectrogram, spectral_rolloff
+    >>> t = np.arange(sr) / sr
+    >>> low = np.sin(2 * np.pi * 300 * t).astype(np.float32)
+    >>> high = np.sin(2 * np.pi * 3000 * t).astype(np.float32)
+    >>> low_hz = spectral_rolloff(S=power_spectrogram(low), sr=sr)
+    >>> high_hz = spectral_rolloff(S=power_spectrogram(high), sr=sr)
+    >>> bool(np.all(low_hz < 1000) and np.all(high_hz > 2500))
+    True
+    """
+    if not 0.0 < roll_percent < 1.0:
+        raise ValueError(f"roll_percent={roll_percent}; it must be between 0 and 1")
+    S = _as_power_spectrogram(S)
+    return _rolloff(np.sqrt(S.T), _fft_frequencies(S.shape[0], sr), roll_percent)
+
+
+def _contrast_band_edges(
+    n_bins: int, sr: float, n_bands: int, fmin: float | None
+) -> tuple[tuple[int, int], ...]:
+    """Return ``(first_bin, stop_bin)`` of each of the ``n_bands + 1`` contrast bands."""
+    nyquist = sr / 2.0
+    if fmin is None:
+        fmin = nyquist / 2.0**n_bands
+    edges_hz = fmin * 2.0 ** np.arange(n_bands)
+    if n_bands < 1 or fmin <= 0 or edges_hz[-1] >= nyquist:
+        raise ValueError(
+            f"n_bands={n_bands}, fmin={fmin} Hz: the top band edge {edges_hz[-1]:.0f} Hz must "
+            f"lie below the Nyquist frequency {nyquist:.0f} Hz"
+        )
+    bin_hz = nyquist / (n_bins - 1)
+    cuts = [0, *np.ceil(edges_hz / bin_hz - 1e-9).astype(int).tolist(), n_bins]
+    bands = tuple(zip(cuts[:-1], cuts[1:], strict=True))
+    if any(stop <= start for start, stop in bands):
+        raise ValueError(
+            f"n_bands={n_bands}, fmin={fmin} Hz: a contrast band holds no FFT bin of "
+            f"{bin_hz:.2f} Hz; raise fmin or use fewer bands"
+        )
+    return bands
+
+
+def _contrast(
+    Pt: np.ndarray, sr: float, n_bands: int, fmin: float | None, quantile: float
+) -> np.ndarray:
+    bands = _contrast_band_edges(Pt.shape[1], sr, n_bands, fmin)
+    out = np.empty((len(bands), Pt.shape[0]), dtype=np.float32)
+    amin = np.float32(AMIN_POWER)
+    for row, (start, stop) in enumerate(bands):
+        band = Pt[:, start:stop]
+        width = stop - start
+        k = max(1, int(round(quantile * width)))
+        if k == 1 or Pt.shape[0] == 0:
+            peak, valley = band.max(axis=1, initial=0.0), band.min(axis=1, initial=np.inf)
+        else:
+            ordered = np.partition(band, (k - 1, width - k), axis=1)
+            peak = ordered[:, width - k :].mean(axis=1)
+            valley = ordered[:, :k].mean(axis=1)
+        out[row] = np.log((peak + amin) / (valley + amin)) * _DB_PER_NEPER_POWER
+    return out
+
+
+def spectral_contrast(
+    *,
+    S: np.ndarray,
+    sr: float,
+    n_bands: int = CONTRAST_BANDS,
+    fmin: float | None = None,
+    quantile: float = 0.02,
+) -> np.ndarray:
+    """Compute the peak-to-valley power ratio in octave bands.
+
+    The bands are ``[0, fmin)``, ``[fmin, 2 fmin)``, ..., ``[fmin 2**(n_bands-1), sr/2]``.
+    In each band the mean of the ``max(1, round(quantile * width))`` largest power bins is
+    compared with the mean of as many smallest ones.
+
+    Parameters
+    ----------
+    S : np.ndarray, shape (n_bins, n_frames)
+        Power spectrogram from :func:`power_spectrogram`.
+    sr : float
+        Sample rate in Hz.
+    n_bands : int
+        Number of octave bands above ``fmin``; the output has ``n_bands + 1`` rows.
+    fmin : float or None
+        Lower edge of the first octave band in Hz; by default ``sr / 2**(n_bands + 1)``, so
+        the top band is the upper half of the spectrum (250 Hz at 8 kHz with 4 bands).
+    quantile : float
+        Fraction of each band's bins averaged for the peak and for the valley.
+
+    Returns
+    -------
+    np.ndarray, shape (n_bands + 1, n_frames), float32
+        Contrast in dB (``10 log10`` of a power ratio, ``AMIN_POWER`` added to both); 0 for
+        a silent frame.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from voicecheck.features import power_spectrogram, spectral_contrast
+    >>> sr = 8_000
+    >>> y = np.sin(2 * np.pi * 1500 * np.arange(sr) / sr).astype(np.float32)
+    >>> S = power_spectrogram(y, n_fft=256, win_length=200, hop_length=80)
+    >>> contrast = spectral_contrast(S=S, sr=sr, n_bands=4)  # bands split at 250, 500, 1k, 2k Hz
+    >>> contrast.shape
+    (5, 97)
+    >>> int(contrast.mean(axis=1).argmax())  # the 1-2 kHz band holds the tone
+    3
+    """
+    if not 0.0 < quantile < 0.5:
+        raise ValueError(f"quantile={quantile}; it must be between 0 and 0.5")
+    S = _as_power_spectrogram(S)
+    return _contrast(S.T, sr, n_bands, fmin, quantile)
+
+
+def _flux(Mt: np.ndarray, Pt: np.ndarray) -> np.ndarray:
+    out = np.zeros(Mt.shape[0], dtype=np.float32)
+    if Mt.shape[0] < 2:
+        return out
+    norm = np.sqrt(Pt.sum(axis=1, keepdims=True))
+    unit = Mt / np.where(norm > 0, norm, np.float32(1.0))
+    step = unit[1:] - unit[:-1]
+    out[1:] = np.sqrt(np.einsum("ij,ij->i", step, step))
+    return out
+
+
+def spectral_flux(*, S: np.ndarray) -> np.ndarray:
+    """Compute the change of the normalised magnitude spectrum from the previous frame.
+
+    Each frame's magnitude spectrum is scaled to unit Euclidean norm (a silent frame stays
+    all zeros); the flux is the Euclidean distance to the previous frame's, so it does not
+    depend on the signal level.
+
+    Parameters
+    ----------
+    S : np.ndarray, shape (n_bins, n_frames)
+        Power spectrogram from :func:`power_spectrogram`.
+
+    Returns
+    -------
+    np.ndarray, shape (n_frames,), float32
+        Flux between 0 (no change) and ``sqrt(2)`` (disjoint spectra), dimensionless; the
+        first frame is 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from voicecheck.constants import ANALYSIS_SR_HZ as sr
+    >>> from voicecheck.features import power_spectrogram, spectral_flux
+    >>> t = np.arange(sr) / sr
+    >>> y = np.where(t < 0.5, np.sin(2 * np.pi * 500 * t), np.sin(2 * np.pi * 2500 * t))
+    >>> flux = spectral_flux(S=power_spectrogram(y.astype(np.float32)))
+    >>> bool(flux.max() > 1.0 and np.median(flux) < 0.01)
+    True
+    """
+    S = _as_power_spectrogram(S)
+    return _flux(np.sqrt(S.T), S.T)
+
+
+def spectral_shape_names(*, n_bands: int = CONTRAST_BANDS) -> tuple[str, ...]:
+    """Return the row names of :func:`spectral_shape`, in order.
+
+    Parameters
+    ----------
+    n_bands : int
+        Number of contrast octave bands (the contrast has ``n_bands + 1`` rows).
+
+    Returns
+    -------
+    tuple of str
+        ``centroid_hz, bandwidth_hz, flatness, rolloff_hz, contrast_db_1 ..
+        contrast_db_{n_bands+1}, flux``.
+
+    Examples
+    --------
+    >>> from voicecheck.features import spectral_shape_names
+    >>> spectral_shape_names(n_bands=2)  # doctest: +NORMALIZE_WHITESPACE
+    ('centroid_hz', 'bandwidth_hz', 'flatness', 'rolloff_hz', 'contrast_db_1',
+     'contrast_db_2', 'contrast_db_3', 'flux')
+    """
+    contrast = tuple(f"contrast_db_{k}" for k in range(1, n_bands + 2))
+    return ("centroid_hz", "bandwidth_hz", "flatness", "rolloff_hz", *contrast, "flux")
+
+
+def spectral_shape(
+    *,
+    S: np.ndarray,
+    sr: float,
+    roll_percent: float = ROLLOFF_PERCENT,
+    n_bands: int = CONTRAST_BANDS,
+    fmin: float | None = None,
+    quantile: float = 0.02,
+) -> np.ndarray:
+    """Compute every spectral-shape descriptor at once, sharing the intermediate arrays.
+
+    Parameters
+    ----------
+    S : np.ndarray, shape (n_bins, n_frames)
+        Power spectrogram from :func:`power_spectrogram`.
+    sr : float
+        Sample rate in Hz.
+    roll_percent : float
+        See :func:`spectral_rolloff`.
+    n_bands, fmin, quantile
+        See :func:`spectral_contrast`.
+
+    Returns
+    -------
+    np.ndarray, shape (n_bands + 6, n_frames), float32
+        Rows named by :func:`spectral_shape_names`: centroid (Hz), bandwidth (Hz),
+        flatness (0-1), roll-off (Hz), contrast (``n_bands + 1`` rows, dB), flux (0-sqrt 2).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from voicecheck.features import power_spectrogram, spectral_shape
+    >>> sr = 8_000
+    >>> y = np.sin(2 * np.pi * 1000 * np.arange(sr) / sr).astype(np.float32)
+    >>> S = power_spectrogram(y, n_fft=256, win_length=200, hop_length=80)
+    >>> spectral_shape(S=S, sr=sr, n_bands=4).shape
+    (10, 97)
+    """
+    if not 0.0 < roll_percent < 1.0:
+        raise ValueError(f"roll_percent={roll_percent}; it must be between 0 and 1")
+    S = _as_power_spectrogram(S)
+    Pt = S.T
+    Mt = np.sqrt(Pt)
+    freqs = _fft_frequencies(S.shape[0], sr)
+    out = np.empty((n_bands + 6, S.shape[1]), dtype=np.float32)
+    out[0], out[1] = _magnitude_moments(Mt, freqs)
+    out[2] = _flatness(Pt, AMIN_POWER)
+    out[3] = _rolloff(Mt, freqs, roll_percent)
+    out[4 : n_bands + 5] = _contrast(Pt, sr, n_bands, fmin, quantile)
+    out[n_bands + 5] = _flux(Mt, Pt)
+    return out

@@ -1,0 +1,1 @@
+"""The Flask application of voicecheck (HTTP API and web console)."""

@@ -1,0 +1,331 @@
+"""The ``voicecheck`` command line."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .constants import MAX_DURATION_S
+from .errors import VoiceCheckError
+
+FORMATS = ("table", "json", "csv")
+CSV_COLUMNS = (
+    "path",
+    "score",
+    "verdict",
+    "error",
+    "error_code",
+    "duration_s",
+    "container",
+    "codec",
+    "sample_rate",
+    "channels",
+    "channel_scores",
+    "segments",
+    "model_id",
+)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+def _load_detector(model: str | None):
+    from .model import load_model
+
+    try:
+        return load_model(model)
+    except VoiceCheckError as exc:
+        _fail(str(exc))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="voicecheck")
+def main() -> None:
+    """Tell whether the voice in a recorded call is a real person or an AI clone."""
+
+
+def _read_list(path: str) -> list[str]:
+    stream = sys.stdin if path == "-" else None
+    try:
+        text = stream.read() if stream else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc.strerror}") from None
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _row(path: str, result: dict[str, Any] | None, error: VoiceCheckError | None) -> dict:
+    if error is not None:
+        return {"path": path, "score": None, "verdict": None, "error": str(error),
+                "error_code": error.code}
+    assert result is not None
+    return {"path": path, **result, "error": None}
+
+
+@main.command()
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=True, path_type=str))
+@click.option("--input-list", "input_list", type=click.Path(path_type=str),
+              help="A file with one recording path a line ('-' reads standard input).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+              help="Output format.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True, path_type=str),
+              help="Write results here instead of standard output.")
+@click.option("--segments", is_flag=True, help="Include the score of every 3 s window.")
+@click.option("--model", envvar="VOICECHECK_MODEL", type=click.Path(path_type=str),
+              help="A .skops model file (default: the model shipped with voicecheck).")
+@click.option("--max-duration", type=click.FloatRange(min=1), default=MAX_DURATION_S,
+              show_default=True, envvar="VOICECHECK_MAX_DURATION_S",
+              help="Longest recording accepted, in seconds.")
+def score(files: tuple[str, ...], input_list: str | None, fmt: str, output: str | None,
+          segments: bool, model: str | None, max_duration: float) -> None:
+    """Score recordings: how likely is each voice an AI clone?
+
+    Prints one result per FILE. A file that cannot be scored gets its error and
+    the command goes on; the exit status is 1 if any file failed.
+    """
+    from .scoring import analyze
+
+    paths = list(files) + (_read_list(input_list) if input_list else [])
+    if not paths:
+        raise click.UsageError("give at least one FILE or --input-list")
+    detector = _load_detector(model)
+    rows: list[dict[str, Any]] = []
+    bar = click.progressbar(paths, label="Scoring", file=sys.stderr, show_pos=True) \
+        if len(paths) > 1 else None
+    iterator = bar if bar is not None else paths
+    try:
+        if bar is not None:
+            bar.__enter__()
+        for path in iterator:
+            try:
+                result = analyze(path, detector, max_duration_s=max_duration)
+                rows.append(_row(path, result.to_dict(segments=segments), None))
+            except VoiceCheckError as exc:
+                rows.append(_row(path, None, exc))
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    text = {"table": _table, "json": _json, "csv": _csv}[fmt](rows, segments=segments)
+    if output:
+        try:
+            Path(output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            _fail(f"cannot write {output}: {exc.strerror}")
+    else:
+        click.echo(text, nl=False)
+    if any(r["error"] for r in rows):
+        failed = sum(1 for r in rows if r["error"])
+        click.echo(f"{failed} of {len(rows)} file(s) could not be scored", err=True)
+        sys.exit(1)
+
+
+def _fmt_score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _table(rows: list[dict[str, Any]], *, segments: bool) -> str:
+    out = io.StringIO()
+    width = max(8, min(60, max(len(r["path"]) for r in rows)))
+    out.write(f"{'FILE':<{width}}  {'SCORE':>5}  {'VERDICT':<13}  {'DURATION':>8}  DETAILS\n")
+    for r in rows:
+        name = r["path"] if len(r["path"]) <= width else "..." + r["path"][-width + 3:]
+        if r["error"]:
+            out.write(f"{name:<{width}}  {'-':>5}  {'error':<13}  {'-':>8}  {r['error']}\n")
+            continue
+        a = r["audio"]
+        details = f"{a['codec']} {a['sample_rate']} Hz"
+        if a["channels"] > 1:
+            per = ", ".join(f"ch{c['channel']}={_fmt_score(c['score'])}" for c in r["channels"])
+            details += f", {a['channels']} channels ({per})"
+        out.write(
+            f"{name:<{width}}  {r['score']:>5.3f}  {r['verdict']:<13}  "
+            f"{a['duration_s']:>7.1f}s  {details}\n"
+        )
+        if segments:
+            for c in r["channels"]:
+                for s in c.get("segments", []):
+                    out.write(
+                        f"{'':<{width}}    ch{c['channel']} {s['start_s']:7.2f}-{s['end_s']:7.2f}s"
+                        f"  {_fmt_score(s['score'])}\n"
+                    )
+    return out.getvalue()
+
+
+def _json(rows: list[dict[str, Any]], *, segments: bool) -> str:
+    return json.dumps(rows, indent=2) + "\n"
+
+
+def _csv(rows: list[dict[str, Any]], *, segments: bool) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        a = r.get("audio") or {}
+        writer.writerow(
+            {
+                "path": r["path"],
+                "score": "" if r["score"] is None else r["score"],
+                "verdict": r["verdict"] or "",
+                "error": r["error"] or "",
+                "error_code": r.get("error_code") or "",
+                "duration_s": a.get("duration_s", ""),
+                "container": a.get("container", ""),
+                "codec": a.get("codec", ""),
+                "sample_rate": a.get("sample_rate", ""),
+                "channels": a.get("channels", ""),
+                "channel_scores": ";".join(_fmt_score(c["score"]) for c in r.get("channels", [])),
+                "segments": ";".join(
+                    f"{c['channel']}:{s['start_s']}-{s['end_s']}:{_fmt_score(s['score'])}"
+                    for c in r.get("channels", [])
+                    for s in c.get("segments", [])
+                ) if segments else "",
+                "model_id": (r.get("model") or {}).get("id", ""),
+            }
+        )
+    return out.getvalue()
+
+
+@main.command()
+@click.option("--model", envvar="VOICECHECK_MODEL", type=click.Path(path_type=str),
+              help="A .skops model file (default: the shipped model).")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole model card as JSON.")
+def info(model: str | None, as_json: bool) -> None:
+    """Print the model card: what the model is, how it was trained and measured."""
+    detector = _load_detector(model)
+    card = detector.card
+    if as_json:
+        click.echo(json.dumps(card, indent=2))
+        return
+    pooled = card.get("metrics", {}).get("pooled", {})
+    t = card["thresholds"]
+    lines = [
+        f"model            {card['model_id']}",
+        f"created          {card.get('created', '?')}",
+        f"trained with     voicecheck {card['library_versions'].get('voicecheck')}, "
+        f"scikit-learn {card['library_versions'].get('scikit-learn')}",
+        f"features         {len(card['feature_names'])} per {card['feature_params']['SEGMENT_S']:g} s"
+        f" segment at {card['feature_params']['ANALYSIS_SR_HZ']} Hz",
+        f"data             {', '.join(card.get('data_manifest', {}).get('datasets', []))} "
+        f"(manifest sha256 {card.get('data_manifest', {}).get('sha256', '?')[:16]}...)",
+        f"thresholds       likely_cloned >= {t['cloned']:.3f}; likely_human < {t['human']:.3f}"
+        f"; EER threshold {t['eer']:.3f}",
+        f"validation       {card.get('metrics', {}).get('protocol', '?')}",
+        f"                 EER {pooled.get('eer', float('nan')):.1%}, "
+        f"minDCF {pooled.get('min_dcf', float('nan')):.3f}, "
+        f"ROC AUC {pooled.get('roc_auc', float('nan')):.3f} "
+        f"({pooled.get('n_real', 0)} real, {pooled.get('n_cloned', 0)} cloned clips)",
+    ]
+    click.echo("\n".join(lines))
+
+
+def _progress(label: str):
+    state: dict[str, Any] = {}
+
+    def update(done: int, total: int) -> None:
+        if "bar" not in state:
+            state["bar"] = click.progressbar(length=total, label=label, file=sys.stderr,
+                                             show_pos=True)
+            state["bar"].__enter__()
+        state["bar"].update(1)
+        if done == total:
+            state["bar"].__exit__(None, None, None)
+
+    return update
+
+
+@main.command()
+@click.option("--manifest", default="data_manifest.yaml", show_default=True,
+              type=click.Path(dir_okay=False, path_type=str), help="The data manifest.")
+@click.option("--dataset", "datasets", multiple=True, help="Use only these datasets (repeatable).")
+@click.option("--output", "-o", default="runs/latest", show_default=True,
+              help="Run folder for the model, its card and metrics.")
+@click.option("--name", default="voicecheck", show_default=True, help="Model name in its id.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--copies", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Channel-augmented copies of every clip.")
+@click.option("--folds", default=5, show_default=True, type=click.IntRange(min=2),
+              help="Grouped cross-validation folds.")
+@click.option("--jobs", default=-1, show_default=True, type=int, help="Worker processes.")
+def train(manifest: str, datasets: tuple[str, ...], output: str, name: str, seed: int,
+          copies: int, folds: int, jobs: int) -> None:
+    """Train a model from the data manifest; writes the model, card and metrics to OUTPUT."""
+    from .training import TrainConfig
+    from .training import train as run_train
+
+    config = TrainConfig(manifest=manifest, datasets=list(datasets) or None, output=output,
+                         name=name, seed=seed, copies=copies, folds=folds, n_jobs=jobs)
+    try:
+        metrics = run_train(config, progress=_progress("Features"))
+    except VoiceCheckError as exc:
+        _fail(str(exc))
+    p = metrics["pooled"]
+    click.echo(
+        f"model written to {output}/model.skops\n"
+        f"grouped validation: EER {p['eer']:.1%}, minDCF {p['min_dcf']:.3f}, "
+        f"ROC AUC {p['roc_auc']:.3f} on {p['n_real']} real and {p['n_cloned']} cloned clips"
+    )
+
+
+@main.command()
+@click.option("--model", envvar="VOICECHECK_MODEL", type=click.Path(path_type=str),
+              help="A .skops model file (default: the shipped model).")
+@click.option("--manifest", default="data_manifest.yaml", show_default=True,
+              type=click.Path(dir_okay=False, path_type=str))
+@click.option("--dataset", "datasets", multiple=True, help="Use only these datasets (repeatable).")
+@click.option("--condition", default="g711", show_default=True,
+              help="Phone channel both classes pass through (clean_16k, g711, amr_nb, opus, mp3).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=str),
+              help="Write the metrics as JSON here.")
+@click.option("--jobs", default=-1, show_default=True, type=int, help="Worker processes.")
+def evaluate(model: str | None, manifest: str, datasets: tuple[str, ...], condition: str,
+             output: str | None, jobs: int) -> None:
+    """Measure a model on the manifest's clips through one phone channel."""
+    from .training import evaluate as run_evaluate
+
+    try:
+        report = run_evaluate(model, manifest=manifest, datasets=list(datasets) or None,
+                              condition=condition, n_jobs=jobs, progress=_progress("Scoring"))
+    except VoiceCheckError as exc:
+        _fail(str(exc))
+    text = json.dumps(report, indent=2) + "\n"
+    if output:
+        Path(output).write_text(text)
+    p = report["pooled"]
+    click.echo(
+        f"{report['model']} through {condition}: EER {p['eer']:.1%}, minDCF {p['min_dcf']:.3f}, "
+        f"ROC AUC {p['roc_auc']:.3f} ({p['n_real']} real, {p['n_cloned']} cloned clips)"
+    )
+    if not output:
+        click.echo(text, nl=False)
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--text", default="This is an automated message about the election on Tuesday. "
+              "Your polling place has changed. Please stay home and vote next week instead.",
+              show_default=False, help="What the synthetic voice says.")
+def sample(path: str, text: str) -> None:
+    """Write a sample robocall to PATH: espeak-ng speech through G.711 mu-law at 8 kHz.
+
+    The voice is synthetic, so a good model should not call it human.
+    """
+    from .samples import robocall
+
+    try:
+        robocall(path, text=text)
+    except VoiceCheckError as exc:
+        _fail(str(exc))
+    click.echo(f"wrote {path}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,340 @@
+"""Train and evaluate detectors from the data manifest.
+
+Every clip, real or cloned, passes through the same random mix of phone channels
+(:func:`voicecheck.channel.random_chain`) before features are computed, so the
+channel cannot give the label away. Validation is grouped (by the manifest's
+``group_by`` field, the source repository by default): out-of-fold scores come
+from models that never saw the clip's group.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soxr
+
+from . import channel as phone
+from .analysis import feature_names, segment_features
+from .audio import load_audio
+from .constants import ANALYSIS_SR_HZ
+from .errors import VoiceCheckError
+from .manifest import Clip, load_manifest
+from .metrics import summary, threshold_at_false_alarm, threshold_at_miss
+from .model import build_pipeline, save_model
+
+FALSE_ALARM_TARGET = 0.01
+"""The ``likely_cloned`` threshold allows at most this rate of false alarms on real voices."""
+
+MISS_TARGET = 0.05
+"""The ``likely_human`` threshold lets at most this rate of cloned voices score below it."""
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (written to the run folder)."""
+
+    manifest: str = "data_manifest.yaml"
+    datasets: list[str] | None = None
+    output: str = "runs/latest"
+    name: str = "voicecheck"
+    seed: int = 0
+    copies: int = 2
+    folds: int = 5
+    n_jobs: int = -1
+    hgb: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Table:
+    """Segment feature rows of many clips."""
+
+    X: np.ndarray
+    y: np.ndarray
+    clip_of_row: np.ndarray
+    clips: list[dict[str, Any]]
+    skipped: list[dict[str, str]]
+
+
+def clip_rows(clip: Clip, *, chain: Sequence[Any], seed: int) -> np.ndarray:
+    """Decode ``clip``, pass it through ``chain`` and return its speech segments' features.
+
+    Returns
+    -------
+    np.ndarray, shape (n_segments, n_features), float32
+        Only segments that hold speech.
+    """
+    audio = load_audio(clip.path)
+    rng = np.random.default_rng(seed)
+    y, sr = phone.apply_chain(audio.mono, sr=audio.sr, chain=list(chain), rng=rng)
+    if sr != ANALYSIS_SR_HZ:
+        y = soxr.resample(y, sr, ANALYSIS_SR_HZ, quality="HQ").astype(np.float32)
+    seg = segment_features(y)
+    return seg.X[seg.has_speech]
+
+
+def _job(args: tuple[int, Clip, list[Any], int]) -> tuple[int, np.ndarray | None, str | None]:
+    i, clip, chain, seed = args
+    try:
+        return i, clip_rows(clip, chain=chain, seed=seed), None
+    except VoiceCheckError as exc:
+        return i, None, str(exc)
+
+
+def build_table(
+    clips: Sequence[Clip],
+    *,
+    chains: Callable[[int, np.random.Generator], list[Any]],
+    copies: int,
+    seed: int,
+    n_jobs: int = -1,
+    progress: Callable[[int, int], None] | None = None,
+) -> Table:
+    """Compute segment features of every clip, ``copies`` times each.
+
+    Parameters
+    ----------
+    clips : sequence of Clip
+        Clips to process.
+    chains : callable
+        ``chains(copy_index, rng)`` returns the channel chain for one copy.
+    copies : int
+        How many channel-augmented copies of each clip.
+    seed : int
+        Seed of the channel draws; the same seed gives the same table.
+    n_jobs : int
+        Worker processes (joblib); ``-1`` uses every core.
+    progress : callable or None
+        Called as ``progress(done, total)``.
+    """
+    from joblib import Parallel, delayed
+
+    rng = np.random.default_rng(seed)
+    jobs = []
+    for c in clips:
+        for k in range(copies):
+            jobs.append((len(jobs), c, chains(k, rng), int(rng.integers(2**31))))
+    results: list[tuple[int, np.ndarray | None, str | None]] = []
+    runner = Parallel(n_jobs=n_jobs, return_as="generator_unordered", batch_size=4)
+    for done, res in enumerate(runner(delayed(_job)(j) for j in jobs), start=1):
+        results.append(res)
+        if progress:
+            progress(done, len(jobs))
+    results.sort(key=lambda r: r[0])
+    rows, y, clip_of_row, meta, skipped = [], [], [], [], []
+    for (i, clip, chain, _), (_, X, err) in zip(jobs, results, strict=True):
+        if X is None or X.shape[0] == 0:
+            skipped.append({"path": str(clip.path), "error": err or "no speech segment"})
+            continue
+        idx = len(meta)
+        meta.append(
+            {
+                "path": str(clip.path),
+                "dataset": clip.dataset,
+                "label": clip.label,
+                "generator": clip.generator,
+                "source": clip.source,
+                "group": clip.group,
+                "chain": json.dumps(chain),
+            }
+        )
+        rows.append(X)
+        y.append(np.full(X.shape[0], clip.y, np.int8))
+        clip_of_row.append(np.full(X.shape[0], idx, np.int32))
+    n_feat = len(feature_names())
+    return Table(
+        X=np.vstack(rows) if rows else np.zeros((0, n_feat), np.float32),
+        y=np.concatenate(y) if y else np.zeros(0, np.int8),
+        clip_of_row=np.concatenate(clip_of_row) if clip_of_row else np.zeros(0, np.int32),
+        clips=meta,
+        skipped=skipped,
+    )
+
+
+def clip_scores(table: Table, row_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Average segment scores per clip; return (scores, labels) per clip."""
+    n = len(table.clips)
+    sums = np.bincount(table.clip_of_row, weights=row_scores, minlength=n)
+    counts = np.bincount(table.clip_of_row, minlength=n)
+    labels = np.array([int(c["label"] == "spoof") for c in table.clips])
+    return sums / np.maximum(counts, 1), labels
+
+
+def breakdown(table: Table, scores: np.ndarray, labels: np.ndarray, key: str) -> dict[str, Any]:
+    """Metrics per value of ``key`` (``source``, ``generator``, ``dataset``).
+
+    Groups with only one class report their mean score and count instead of an EER.
+    """
+    out: dict[str, Any] = {}
+    values = np.array([c[key] for c in table.clips])
+    for v in sorted(set(values)):
+        m = values == v
+        if len(set(labels[m])) == 2:
+            out[v] = summary(scores[m], labels[m])
+        else:
+            out[v] = {"mean_score": round(float(scores[m].mean()), 4), "n": int(m.sum())}
+    return out
+
+
+def training_chains(copy_index: int, rng: np.random.Generator) -> list[Any]:
+    """Random phone channel for each training copy (the same mix for both classes)."""
+    return phone.random_chain(rng)
+
+
+def train(config: TrainConfig, *, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Train a detector from the manifest, validate it by group, and save the run.
+
+    Returns
+    -------
+    dict
+        The metrics written to ``<output>/metrics.json``.
+    """
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.model_selection import GroupKFold
+
+    started = time.time()
+    out = Path(config.output)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = load_manifest(config.manifest)
+    clips = manifest.clips(config.datasets)
+    table = build_table(
+        clips,
+        chains=training_chains,
+        copies=config.copies,
+        seed=config.seed,
+        n_jobs=config.n_jobs,
+        progress=progress,
+    )
+    groups = np.array([table.clips[i]["group"] for i in table.clip_of_row])
+    n_groups = len(set(groups))
+    if n_groups < 2 or len(set(table.y.tolist())) < 2:
+        raise VoiceCheckError(
+            f"training needs real and cloned clips from at least 2 groups; got {n_groups} "
+            f"group(s) and labels {sorted(set(table.y.tolist()))}"
+        )
+    splits = list(GroupKFold(n_splits=min(config.folds, n_groups)).split(table.X, table.y, groups))
+    model = CalibratedClassifierCV(
+        build_pipeline(random_state=config.seed, **config.hgb),
+        method="sigmoid",
+        cv=splits,
+        ensemble=False,
+    ).fit(table.X, table.y)
+
+    # Out-of-fold scores: each clip scored by a model that never saw its group,
+    # mapped through the same calibration the shipped model uses.
+    from sklearn.model_selection import cross_val_predict
+
+    raw = cross_val_predict(
+        build_pipeline(random_state=config.seed, **config.hgb),
+        table.X,
+        table.y,
+        cv=splits,
+        method="predict_proba",
+    )[:, 1]
+    calibrator = model.calibrated_classifiers_[0].calibrators[0]
+    oof = np.clip(calibrator.predict(raw), 0, 1)
+    scores, labels = clip_scores(table, oof)
+    cloned_t = threshold_at_false_alarm(scores, labels, FALSE_ALARM_TARGET)
+    human_t = min(threshold_at_miss(scores, labels, MISS_TARGET), cloned_t)
+    pooled = summary(scores, labels)
+    metrics = {
+        "protocol": (
+            f"grouped {len(splits)}-fold cross-validation by {sorted({c.dataset for c in clips})}"
+            " group_by field; every clip through a random phone channel"
+            f" ({config.copies} copies); clip score = mean of segment scores"
+        ),
+        "pooled": pooled,
+        "per_source": breakdown(table, scores, labels, "source"),
+        "per_generator": breakdown(table, scores, labels, "generator"),
+        "n_segments": int(table.X.shape[0]),
+        "n_clips": len(table.clips),
+        "n_skipped": len(table.skipped),
+        "train_seconds": round(time.time() - started, 1),
+    }
+    thresholds = {"cloned": round(cloned_t, 4), "human": round(human_t, 4), "eer": pooled["eer_threshold"]}
+    card = {
+        "name": config.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "thresholds": thresholds,
+        "threshold_policy": {
+            "cloned": f"at most {FALSE_ALARM_TARGET:.0%} false alarms on real voices (validation)",
+            "human": f"at most {MISS_TARGET:.0%} of cloned voices score below (validation)",
+        },
+        "aggregation": "channel score = mean of speech segments' scores; call = max over channels",
+        "data_manifest": {
+            "path": str(Path(config.manifest).name),
+            "sha256": manifest.sha256(clips),
+            "datasets": sorted({c.dataset for c in clips}),
+        },
+        "training": {"config": asdict(config), "n_segments": int(table.X.shape[0])},
+        "metrics": metrics,
+        "validation_scores": {
+            "real": np.round(np.sort(scores[labels == 0]), 4).tolist(),
+            "cloned": np.round(np.sort(scores[labels == 1]), 4).tolist(),
+        },
+    }
+    save_model(model, card, out / "model.skops")
+    (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "skipped.json").write_text(json.dumps(table.skipped, indent=2) + "\n")
+    return metrics
+
+
+def evaluate(
+    model_path: str | Path | None,
+    *,
+    manifest: str,
+    datasets: list[str] | None,
+    condition: str,
+    seed: int = 0,
+    n_jobs: int = -1,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Score the manifest's clips through one named phone condition.
+
+    Parameters
+    ----------
+    model_path : path or None
+        Model to evaluate (``None``: the default model).
+    manifest : str
+        Path of the data manifest.
+    datasets : list of str or None
+        Datasets to use (all when None).
+    condition : str
+        A key of :data:`voicecheck.channel.PHONE_CONDITIONS`; real and cloned clips
+        pass through the same channel.
+    """
+    from .errors import ChannelError
+    from .model import load_model
+
+    if condition not in phone.PHONE_CONDITIONS:
+        raise ChannelError(
+            f"unknown condition '{condition}'; expected one of: "
+            + ", ".join(sorted(phone.PHONE_CONDITIONS))
+        )
+    detector = load_model(model_path)
+    clips = load_manifest(manifest).clips(datasets)
+    chain = list(phone.PHONE_CONDITIONS[condition])
+    table = build_table(
+        clips, chains=lambda k, rng: chain, copies=1, seed=seed, n_jobs=n_jobs, progress=progress
+    )
+    scores, labels = clip_scores(table, detector.predict_proba(table.X))
+    from .metrics import rates_at
+
+    return {
+        "model": detector.model_id,
+        "condition": condition,
+        "pooled": summary(scores, labels),
+        "at_shipped_thresholds": {
+            "cloned": rates_at(scores, labels, detector.thresholds.cloned),
+            "eer": rates_at(scores, labels, detector.thresholds.eer),
+        },
+        "per_source": breakdown(table, scores, labels, "source"),
+        "per_generator": breakdown(table, scores, labels, "generator"),
+        "n_skipped": len(table.skipped),
+    }
