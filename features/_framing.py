@@ -57,7 +57,7 @@ def as_mono_float32(y: np.ndarray) -> np.ndarray:
     return y
 
 
-def frames(y: np.ndarray, *, frame_length: int, hop_length: int) -> np.ndarray:
+def frame_view(y: np.ndarray, *, frame_length: int, hop_length: int) -> np.ndarray:
     """Return a read-only view of ``y`` as frames, shape ``(n_frames, frame_length)``.
 
     The frame axis comes first here because the FFTs and reductions run along the

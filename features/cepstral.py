@@ -3,7 +3,9 @@
 All three cepstra are computed from the one power spectrogram ``S`` of shape
 ``(n_bins, n_frames)``: a filterbank, ``10 log10``, then an orthonormal DCT-II. Coefficient 0
 carries the overall level, so it is dropped: ``n`` coefficients numbered ``1..n`` are
-returned. The filterbanks are built once per parameter set and cached (read-only arrays).
+returned. Band powers are floored at ``RELATIVE_FLOOR`` (-100 dB) of the frame's strongest
+band, so the coefficients do not depend on the signal level even where a band is empty.
+The filterbanks are built once per parameter set and cached (read-only arrays).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from functools import lru_cache
 import librosa
 import numpy as np
 import scipy.fft
+import scipy.ndimage
 import scipy.signal
 
 from voicecheck.constants import (
@@ -26,7 +29,7 @@ from voicecheck.constants import (
     N_MFCC,
 )
 
-from .spectral import AMIN_POWER, _as_power_spectrogram
+from .spectral import RELATIVE_FLOOR, TINY_POWER, _as_power_spectrogram
 
 _DB_PER_NEPER_POWER = np.float32(10.0 / np.log(10.0))
 
@@ -202,7 +205,8 @@ def _dct_rows(n_inputs: int, n_coefficients: int) -> np.ndarray:
 def _cepstrum(S: np.ndarray, filterbank: np.ndarray, n_coefficients: int) -> np.ndarray:
     dct = _dct_rows(filterbank.shape[0], n_coefficients)
     energies = filterbank @ S
-    np.maximum(energies, np.float32(AMIN_POWER), out=energies)
+    floor = energies.max(axis=0, initial=0.0) * np.float32(RELATIVE_FLOOR) + np.float32(TINY_POWER)
+    np.maximum(energies, floor, out=energies)
     log_energies = np.log(energies, out=energies)
     log_energies *= _DB_PER_NEPER_POWER
     return dct @ log_energies
@@ -220,7 +224,9 @@ def mfcc(
     """Compute mel-frequency cepstral coefficients 1..n_mfcc from a power spectrogram.
 
     Equals ``librosa.feature.mfcc(S=librosa.power_to_db(mel, top_db=None),
-    n_mfcc=n_mfcc + 1)[1:]`` with ``mel`` the Slaney mel power spectrogram.
+    n_mfcc=n_mfcc + 1)[1:]`` with ``mel`` the Slaney mel power spectrogram, except that band
+    powers are floored relative to each frame's strongest band instead of at an absolute
+    ``amin``.
 
     Parameters
     ----------
@@ -379,7 +385,12 @@ def deltas(F: np.ndarray, *, width: int = DELTA_WIDTH_FRAMES, order: int = 1) ->
     F = np.asarray(F, dtype=np.float32)
     if F.shape[-1] == 0:
         return F.copy()
-    out = scipy.signal.savgol_filter(
-        F, width, polyorder=order, deriv=order, mode="nearest", axis=-1
-    )
-    return out.astype(np.float32, copy=False)
+    return scipy.ndimage.correlate1d(F, _delta_weights(width, order), axis=-1, mode="nearest")
+
+
+@lru_cache(maxsize=8)
+def _delta_weights(width: int, order: int) -> np.ndarray:
+    """Savitzky-Golay derivative weights, applied by correlation (oldest frame first)."""
+    weights = scipy.signal.savgol_coeffs(width, order, deriv=order, use="dot")
+    weights.flags.writeable = False
+    return weights

@@ -1,7 +1,7 @@
 """All frame-level features of a signal in one array, and the speech-activity mask.
 
-:func:`frame_features` computes one power spectrogram and derives every spectral and cepstral
-feature from it; the waveform features (zero-crossing rate, energy, pitch) use the same
+:func:`frame_features` computes each frame's power spectrum once and derives every spectral
+and cepstral feature from it; the waveform features (zero-crossing rate, energy, pitch) use the same
 non-centred frames. Frame ``i`` depends only on samples
 ``[i * HOP_LENGTH, i * HOP_LENGTH + FRAME_LENGTH)`` and, for the deltas and the flux, on at
 most :data:`FEATURE_CONTEXT_FRAMES` frames on each side. A long recording can therefore be
@@ -22,12 +22,14 @@ from voicecheck.constants import (
     ANALYSIS_SR_HZ,
     CONTRAST_BANDS,
     DELTA_WIDTH_FRAMES,
+    FRAME_LENGTH,
+    HOP_LENGTH,
     N_CQCC,
     N_LFCC,
     N_MFCC,
 )
 
-from ._framing import as_mono_float32
+from ._framing import as_mono_float32, frame_count
 from .cepstral import cqcc, deltas, lfcc, mfcc
 from .prosody import pitch
 from .spectral import power_spectrogram, spectral_shape, spectral_shape_names
@@ -35,6 +37,9 @@ from .temporal import log_energy, zero_crossing_rate
 
 FEATURE_CONTEXT_FRAMES = DELTA_WIDTH_FRAMES // 2
 """Neighbouring frames on each side that can influence a frame's features (the deltas)."""
+
+_CHUNK_FRAMES = 1024
+"""Frames whose spectra are computed at once (bounds temporary memory; no effect on values)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,7 +86,7 @@ def frame_feature_names() -> tuple[str, ...]:
     Returns
     -------
     tuple of str
-        In order (``3 N_MFCC + 3 N_LFCC + N_CQCC + CONTRAST_BANDS + 11`` names, with the
+        In order (``3 N_MFCC + 3 N_LFCC + N_CQCC + CONTRAST_BANDS + 10`` names, with the
         numbers of :mod:`voicecheck.constants`):
 
         - ``mfcc_1`` .. ``mfcc_{N_MFCC}``: MFCC 1..N_MFCC (coefficient 0 dropped), then
@@ -111,6 +116,23 @@ def frame_feature_names() -> tuple[str, ...]:
     names += spectral_shape_names(n_bands=CONTRAST_BANDS)
     names += ("zcr", "energy_db", "f0_hz", "voicing")
     return tuple(names)
+
+
+@lru_cache(maxsize=1)
+def _row_slices() -> dict[str, slice | int]:
+    """Return where each feature block lives in the rows of :func:`frame_features`."""
+    names = frame_feature_names()
+    blocks = ["mfcc", "mfcc_d1", "mfcc_d2", "lfcc", "lfcc_d1", "lfcc_d2", "cqcc"]
+    rows: dict[str, slice | int] = {}
+    for block in blocks:
+        members = [i for i, name in enumerate(names) if name.rsplit("_", 1)[0] == block]
+        rows[block] = slice(members[0], members[-1] + 1)
+    shape = spectral_shape_names(n_bands=CONTRAST_BANDS)
+    start = names.index(shape[0])
+    rows["shape"] = slice(start, start + len(shape))
+    for name in ("zcr", "energy_db", "f0_hz", "voicing"):
+        rows[name] = names.index(name)
+    return rows
 
 
 def frame_features(y: np.ndarray, *, sr: float = ANALYSIS_SR_HZ) -> FrameFeatures:
@@ -153,27 +175,28 @@ def frame_features(y: np.ndarray, *, sr: float = ANALYSIS_SR_HZ) -> FrameFeature
         )
     y = as_mono_float32(y)
     names = frame_feature_names()
-    S = power_spectrogram(y, sr=sr)
-    out = np.empty((len(names), S.shape[1]), dtype=np.float32)
-    row = 0
-
-    def put(block: np.ndarray) -> None:
-        nonlocal row
-        block = np.atleast_2d(block)
-        out[row : row + block.shape[0]] = block
-        row += block.shape[0]
-
-    for cepstrum in (mfcc(S=S, sr=sr), lfcc(S=S, sr=sr)):
-        put(cepstrum)
-        put(deltas(cepstrum, order=1))
-        put(deltas(cepstrum, order=2))
-    put(cqcc(S=S, sr=sr))
-    put(spectral_shape(S=S, sr=sr))
-    put(zero_crossing_rate(y))
-    put(log_energy(y))
-    put(np.stack(pitch(y, sr=sr)))
-    if row != len(names):
-        raise AssertionError(f"{row} feature rows computed for {len(names)} names")
+    n_frames = frame_count(y.size, frame_length=FRAME_LENGTH, hop_length=HOP_LENGTH)
+    out = np.empty((len(names), n_frames), dtype=np.float32)
+    rows = _row_slices()
+    # Frames are processed in chunks so that the temporary arrays stay small; every frame's
+    # spectrum is still computed once (plus one frame per chunk for the flux).
+    for first in range(0, n_frames, _CHUNK_FRAMES):
+        stop = min(n_frames, first + _CHUNK_FRAMES)
+        lead = 1 if first > 0 else 0  # the previous frame, for the spectral flux
+        end = (stop - 1) * HOP_LENGTH + FRAME_LENGTH
+        S = power_spectrogram(y[(first - lead) * HOP_LENGTH : end], sr=sr)
+        out[rows["shape"], first:stop] = spectral_shape(S=S, sr=sr)[:, lead:]
+        S = S[:, lead:]
+        out[rows["mfcc"], first:stop] = mfcc(S=S, sr=sr)
+        out[rows["lfcc"], first:stop] = lfcc(S=S, sr=sr)
+        out[rows["cqcc"], first:stop] = cqcc(S=S, sr=sr)
+        samples = y[first * HOP_LENGTH : end]
+        out[rows["zcr"], first:stop] = zero_crossing_rate(samples)
+        out[rows["energy_db"], first:stop] = log_energy(samples)
+        out[rows["f0_hz"], first:stop], out[rows["voicing"], first:stop] = pitch(samples, sr=sr)
+    for family in ("mfcc", "lfcc"):
+        out[rows[f"{family}_d1"]] = deltas(out[rows[family]], order=1)
+        out[rows[f"{family}_d2"]] = deltas(out[rows[family]], order=2)
     return FrameFeatures(values=out, names=names)
 
 

@@ -28,13 +28,16 @@ from voicecheck.constants import (
     HOP_LENGTH,
 )
 
-from ._framing import as_mono_float32, frame_count, frames
+from ._framing import as_mono_float32, frame_count, frame_view
 
 VOICING_THRESHOLD = 0.5
 """Default NSDF peak (0-1) above which a frame counts as voiced."""
 
 PEAK_RATIO = 0.9
 """A local NSDF maximum this close to the highest one (as a fraction) can be chosen."""
+
+_CHUNK_FRAMES = 512
+"""Frames analysed at once, to keep the temporary arrays small (results do not depend on it)."""
 
 
 def _decimation(sr: float, frame_length: int, hop_length: int) -> int:
@@ -106,7 +109,7 @@ def pitch(
         even = y.size - y.size % 2
         y = (y[0:even:2] + y[1:even:2]) * np.float32(0.5)
     width, hop, rate = frame_length // q, hop_length // q, sr / q
-    framed = frames(y, frame_length=width, hop_length=hop)[:n_frames]
+    framed = frame_view(y, frame_length=width, hop_length=hop)[:n_frames]
     if n_frames == 0:
         return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32)
 
@@ -117,31 +120,50 @@ def pitch(
             f"fmin={fmin} Hz and fmax={fmax} Hz leave no lag range in a frame of "
             f"{frame_length} samples at {sr} Hz"
         )
-    n_fft = scipy.fft.next_fast_len(width + lag_max + 1, real=True)
-    padded = np.zeros((n_frames, n_fft), dtype=np.float32)
-    centred = padded[:, :width]
-    centred[:] = framed
-    centred -= centred.mean(axis=1, keepdims=True)
-    spectrum = scipy.fft.rfft(padded, axis=1, overwrite_x=True)
-    parts = spectrum.view(np.float32).reshape(n_frames, -1, 2)
-    np.square(parts, out=parts)
-    power = np.add(parts[..., 0], parts[..., 1])
-    lags = np.arange(lag_min - 1, lag_max + 2)
-    r = scipy.fft.irfft(power, n=n_fft, axis=1, overwrite_x=True)[:, : lag_max + 2]
+    n_fft = 2 * scipy.fft.next_fast_len(-(-(width + lag_max + 1) // 2), real=True)  # even
+    lag = np.empty(n_frames, dtype=np.float32)
+    voicing = np.empty(n_frames, dtype=np.float32)
+    for first in range(0, n_frames, _CHUNK_FRAMES):
+        chunk = slice(first, first + _CHUNK_FRAMES)
+        lag[chunk], voicing[chunk] = _nsdf_peak(
+            framed[chunk], lag_min=lag_min, lag_max=lag_max, n_fft=n_fft, peak_ratio=peak_ratio
+        )
+    f0_hz = np.full(n_frames, np.nan, dtype=np.float32)
+    voiced = (voicing >= voicing_threshold) & (voicing > 0)
+    f0_hz[voiced] = rate / lag[voiced]
+    return f0_hz, voicing
 
-    # m(tau) = sum_{j < width - tau} x_j**2 + sum_{j >= tau} x_j**2 via a cumulative sum
+
+def _nsdf_peak(
+    framed: np.ndarray, *, lag_min: int, lag_max: int, n_fft: int, peak_ratio: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the refined lag (samples) and NSDF peak of each frame, 0 where none is found.
+
+    ``framed`` has shape ``(n_frames, width)``; lags ``lag_min..lag_max`` are searched.
+    """
+    n_frames, width = framed.shape
+    padded = np.empty((n_frames, n_fft), dtype=np.float32)
+    padded[:, width:] = 0.0
+    centred = padded[:, :width]
+    np.subtract(framed, framed.mean(axis=1, keepdims=True, dtype=np.float32), out=centred)
     cumulative = np.cumsum(centred * centred, axis=1)
+    power = np.abs(scipy.fft.rfft(padded, axis=1, overwrite_x=True))
+    np.square(power, out=power)
+    # the autocorrelation is the inverse transform of the (real, even) power spectrum: a DCT-I
+    first, stop = lag_min - 1, lag_max + 2  # lags lag_min - 1 .. lag_max + 1
+    r = scipy.fft.dct(power, type=1, axis=1, overwrite_x=True)[:, first:stop]
+
+    # m(tau) = sum_{j < width - tau} x_j**2 + sum_{j >= tau} x_j**2, from the cumulative sum
     total = cumulative[:, -1:]
-    head = cumulative[:, width - 1 - lags]
-    tail = total - cumulative[:, lags - 1]
-    m = head + tail
-    floor = np.float32(1e-4) * (2 * total) + np.float32(np.finfo(np.float32).tiny)
-    nsdf = 2 * r[:, lags] / np.maximum(m, floor)
+    m = cumulative[:, width - stop : width - first][:, ::-1] + total
+    m -= cumulative[:, first - 1 : stop - 1]
+    m *= np.float32(n_fft / 2)  # the DCT-I is n_fft times the autocorrelation
+    floor = np.float32(1e-4 * n_fft) * total + np.float32(np.finfo(np.float32).tiny)
+    nsdf = r / np.maximum(m, floor)
 
     inner = nsdf[:, 1:-1]
     is_peak = (inner > nsdf[:, :-2]) & (inner >= nsdf[:, 2:]) & (inner > 0)
-    peak_values = np.where(is_peak, inner, np.float32(0.0))
-    highest = peak_values.max(axis=1, keepdims=True)
+    highest = np.where(is_peak, inner, np.float32(0.0)).max(axis=1, keepdims=True)
     chosen = is_peak & (inner >= np.float32(peak_ratio) * highest)
     index = chosen.argmax(axis=1)
     found = chosen.any(axis=1)
@@ -149,12 +171,9 @@ def pitch(
     rows = np.arange(n_frames)
     left, centre, right = nsdf[rows, index], nsdf[rows, index + 1], nsdf[rows, index + 2]
     curvature = left - 2 * centre + right
-    safe = np.where(curvature < 0, curvature, np.float32(-1.0))
-    shift = np.clip(0.5 * (left - right) / safe, -0.5, 0.5)
-    shift = np.where(curvature < 0, shift, 0.0)
+    bent = curvature < 0
+    shift = np.clip(0.5 * (left - right) / np.where(bent, curvature, -1.0), -0.5, 0.5)
+    shift = np.where(bent, shift, 0.0)
     peak = centre - 0.25 * (left - right) * shift
-
-    voicing = np.where(found, np.clip(peak, 0.0, 1.0), 0.0).astype(np.float32)
-    lag = lags[index + 1] + shift
-    f0_hz = np.where(found & (voicing >= voicing_threshold), rate / lag, np.nan)
-    return f0_hz.astype(np.float32), voicing
+    voicing = np.where(found, np.clip(peak, 0.0, 1.0), 0.0)
+    return lag_min + index + shift, voicing

@@ -28,10 +28,14 @@ from voicecheck.constants import (
     WIN_LENGTH,
 )
 
-from ._framing import as_mono_float32, frames
+from ._framing import as_mono_float32, frame_view
 
-AMIN_POWER = 1e-10
-"""Floor added to powers before a logarithm or a ratio (power units of ``S``)."""
+RELATIVE_FLOOR = 1e-10
+"""Powers are floored at this fraction of the frame's largest power (-100 dB) before a
+logarithm or a ratio, so that no descriptor depends on the signal level."""
+
+TINY_POWER = 1e-30
+"""Absolute floor (power units of ``S``) that keeps digitally silent frames finite."""
 
 _DB_PER_NEPER_POWER = np.float32(10.0 / np.log(10.0))
 
@@ -115,7 +119,7 @@ def power_spectrogram(
         raise ValueError(f"sr={sr}; a positive sample rate in Hz is expected")
     y = as_mono_float32(y)
     window = _padded_window(n_fft, win_length)
-    framed = frames(y, frame_length=n_fft, hop_length=hop_length)
+    framed = frame_view(y, frame_length=n_fft, hop_length=hop_length)
     n_bins = 1 + n_fft // 2
     if framed.shape[0] == 0:
         return np.zeros((n_bins, 0), dtype=np.float32)
@@ -205,21 +209,28 @@ def spectral_bandwidth(*, S: np.ndarray, sr: float) -> np.ndarray:
     return _magnitude_moments(Mt, _fft_frequencies(S.shape[0], sr))[1]
 
 
-def _flatness(Pt: np.ndarray, amin: float) -> np.ndarray:
-    floored = np.maximum(Pt, np.float32(amin))
+def _frame_floor(Pt: np.ndarray, relative_floor: float) -> np.ndarray:
+    """Return each frame's power floor, shape ``(n_frames, 1)``."""
+    peak = Pt.max(axis=1, keepdims=True, initial=0.0)
+    return peak * np.float32(relative_floor) + np.float32(TINY_POWER)
+
+
+def _flatness(Pt: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    floored = np.maximum(Pt, floor)
     log_mean = np.log(floored).mean(axis=1)
     return (np.exp(log_mean) / floored.mean(axis=1)).astype(np.float32)
 
 
-def spectral_flatness(*, S: np.ndarray, amin: float = AMIN_POWER) -> np.ndarray:
+def spectral_flatness(*, S: np.ndarray, relative_floor: float = RELATIVE_FLOOR) -> np.ndarray:
     """Compute the Wiener entropy (geometric over arithmetic mean) of each frame's power.
 
     Parameters
     ----------
     S : np.ndarray, shape (n_bins, n_frames)
         Power spectrogram from :func:`power_spectrogram`.
-    amin : float
-        Floor applied to every power value before the means (power units of ``S``).
+    relative_floor : float
+        Every power value is raised to at least this fraction of the frame's largest one
+        before the means.
 
     Returns
     -------
@@ -237,7 +248,7 @@ def spectral_flatness(*, S: np.ndarray, amin: float = AMIN_POWER) -> np.ndarray:
     0.6
     """
     S = _as_power_spectrogram(S)
-    return _flatness(S.T, amin)
+    return _flatness(S.T, _frame_floor(S.T, relative_floor))
 
 
 def _rolloff(Mt: np.ndarray, freqs: np.ndarray, roll_percent: float) -> np.ndarray:
@@ -311,11 +322,11 @@ def _contrast_band_edges(
 
 
 def _contrast(
-    Pt: np.ndarray, sr: float, n_bands: int, fmin: float | None, quantile: float
+    Pt: np.ndarray, floor: np.ndarray, sr: float, n_bands: int, fmin: float | None, quantile: float
 ) -> np.ndarray:
     bands = _contrast_band_edges(Pt.shape[1], sr, n_bands, fmin)
     out = np.empty((len(bands), Pt.shape[0]), dtype=np.float32)
-    amin = np.float32(AMIN_POWER)
+    floor = floor[:, 0]
     for row, (start, stop) in enumerate(bands):
         band = Pt[:, start:stop]
         width = stop - start
@@ -326,7 +337,7 @@ def _contrast(
             ordered = np.partition(band, (k - 1, width - k), axis=1)
             peak = ordered[:, width - k :].mean(axis=1)
             valley = ordered[:, :k].mean(axis=1)
-        out[row] = np.log((peak + amin) / (valley + amin)) * _DB_PER_NEPER_POWER
+        out[row] = np.log((peak + floor) / (valley + floor)) * _DB_PER_NEPER_POWER
     return out
 
 
@@ -361,8 +372,8 @@ def spectral_contrast(
     Returns
     -------
     np.ndarray, shape (n_bands + 1, n_frames), float32
-        Contrast in dB (``10 log10`` of a power ratio, ``AMIN_POWER`` added to both); 0 for
-        a silent frame.
+        Contrast in dB (``10 log10`` of a power ratio; ``RELATIVE_FLOOR`` times the frame's
+        largest power is added to both); 0 for a silent frame.
 
     Examples
     --------
@@ -380,7 +391,8 @@ def spectral_contrast(
     if not 0.0 < quantile < 0.5:
         raise ValueError(f"quantile={quantile}; it must be between 0 and 0.5")
     S = _as_power_spectrogram(S)
-    return _contrast(S.T, sr, n_bands, fmin, quantile)
+    Pt = S.T
+    return _contrast(Pt, _frame_floor(Pt, RELATIVE_FLOOR), sr, n_bands, fmin, quantile)
 
 
 def _flux(Mt: np.ndarray, Pt: np.ndarray) -> np.ndarray:
@@ -498,8 +510,9 @@ def spectral_shape(
     freqs = _fft_frequencies(S.shape[0], sr)
     out = np.empty((n_bands + 6, S.shape[1]), dtype=np.float32)
     out[0], out[1] = _magnitude_moments(Mt, freqs)
-    out[2] = _flatness(Pt, AMIN_POWER)
+    floor = _frame_floor(Pt, RELATIVE_FLOOR)
+    out[2] = _flatness(Pt, floor)
     out[3] = _rolloff(Mt, freqs, roll_percent)
-    out[4 : n_bands + 5] = _contrast(Pt, sr, n_bands, fmin, quantile)
+    out[4 : n_bands + 5] = _contrast(Pt, floor, sr, n_bands, fmin, quantile)
     out[n_bands + 5] = _flux(Mt, Pt)
     return out

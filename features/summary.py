@@ -142,14 +142,15 @@ def summarize(
     if n_active == 0:
         return out, out_names
 
-    selected = values[:, active]
-    means = selected.mean(axis=1)
-    stds = selected.std(axis=1)
+    selected = values if n_active == active.size else values[:, active]
+    means = selected.sum(axis=1) / np.float32(n_active)
+    deviations = selected - means[:, None]
+    stds = np.sqrt(np.einsum("ij,ij->i", deviations, deviations) / np.float32(n_active))
     out[mean_positions] = means[plain_rows]
     out[mean_positions + 1] = stds[plain_rows]
 
     if energy_row >= 0:
-        reference = np.percentile(selected[energy_row], 95)
+        (reference,) = _percentiles(selected[energy_row], (95.0,))
         out[energy_pos] = means[energy_row] - reference
         out[energy_pos + 1] = stds[energy_row]
 
@@ -160,12 +161,40 @@ def summarize(
         out[f0_pos + 3] = n_voiced / n_active
         if n_voiced > 0:
             voiced_log_f0 = log_f0[voiced]
-            p10, p50, p90 = np.percentile(voiced_log_f0, (10, 50, 90))
+            p10, p50, p90 = _percentiles(voiced_log_f0, (10.0, 50.0, 90.0))
             out[f0_pos] = p50
-            out[f0_pos + 1] = _SEMITONES_PER_OCTAVE * voiced_log_f0.std()
+            out[f0_pos + 1] = _SEMITONES_PER_OCTAVE * voiced_log_f0.std(dtype=np.float64)
             out[f0_pos + 2] = _SEMITONES_PER_OCTAVE * (p90 - p10)
             pairs = voiced[1:] & voiced[:-1]
             if pairs.any():
                 steps = np.abs(np.diff(log_f0)[pairs])
-                out[f0_pos + 4] = _SEMITONES_PER_OCTAVE * steps.mean()
+                out[f0_pos + 4] = _SEMITONES_PER_OCTAVE * steps.mean(dtype=np.float64)
     return out, out_names
+
+
+def _percentiles(x: np.ndarray, q: tuple[float, ...]) -> list[float]:
+    """Return percentiles of a non-empty 1-D array, as ``np.percentile`` (linear), faster."""
+    ordered = np.sort(x)
+    last = ordered.size - 1
+    result = []
+    for percent in q:
+        position = percent / 100.0 * last
+        low = int(position)
+        high = min(low + 1, last)
+        fraction = position - low
+        result.append(float(ordered[low] + fraction * (ordered[high] - ordered[low])))
+    return result
+
+
+def _percentiles(x: np.ndarray, q: tuple[float, ...]) -> list[float]:
+    """Return percentiles of a non-empty 1-D array, as ``np.percentile`` (linear), faster."""
+    ordered = np.sort(x)
+    last = ordered.size - 1
+    result = []
+    for percent in q:
+        position = percent / 100.0 * last
+        low = int(position)
+        high = min(low + 1, last)
+        fraction = position - low
+        result.append(float(ordered[low] + fraction * (ordered[high] - ordered[low])))
+    return result

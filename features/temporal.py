@@ -10,7 +10,7 @@ import numpy as np
 
 from voicecheck.constants import FRAME_LENGTH, HOP_LENGTH
 
-from ._framing import as_mono_float32, frame_count, frames
+from ._framing import as_mono_float32, frame_count, frame_view
 
 ENERGY_FLOOR = 1e-10
 """Added to the mean square before the logarithm (full-scale units squared, -100 dBFS)."""
@@ -91,6 +91,6 @@ def log_energy(
     -3.01
     """
     y = as_mono_float32(y)
-    framed = frames(y, frame_length=frame_length, hop_length=hop_length)
+    framed = frame_view(y, frame_length=frame_length, hop_length=hop_length)
     mean_square = np.einsum("ij,ij->i", framed, framed, dtype=np.float64) / frame_length
     return (10.0 * np.log10(mean_square + ENERGY_FLOOR)).astype(np.float32)

@@ -17,7 +17,9 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(20240)
 
 
-def voiced(duration_s: float = 2.0, *, sr: int = SR, f0: float = 140.0, seed: int = 0) -> np.ndarray:
+def voiced(
+    duration_s: float = 2.0, *, sr: int = SR, f0: float = 140.0, seed: int = 0
+) -> np.ndarray:
     """A speech-like signal: a harmonic complex with vibrato and syllable-rate loudness."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(duration_s * sr)) / sr
@@ -56,6 +58,7 @@ def small_model(tmp_path_factory):
     fitted = build_pipeline(max_iter=30, early_stopping=False).fit(X[:400], y[:400])
     model = calibrate(fitted, X[400:], y[400:])
     path = tmp_path_factory.mktemp("model") / "small.skops"
-    save_model(model, {"name": "test-small", "thresholds": {"cloned": 0.8, "human": 0.3,
-                                                          "eer": 0.5}}, path)
+    save_model(
+        model, {"name": "test-small", "thresholds": {"cloned": 0.8, "human": 0.3, "eer": 0.5}}, path
+    )
     return load_model(path)

@@ -48,8 +48,9 @@ def test_stereo_keeps_each_channel(tmp_path, fmt):
     sr = written_rate(fmt, 16000)
     left, right = voiced(2.0, sr=sr, f0=120), voiced(2.0, sr=sr, f0=220, seed=1)
     right = right * (np.arange(right.size) > right.size // 2)  # second half only
-    path = write_audio(tmp_path / f"s{FORMATS[fmt].suffix}", np.stack([left, right], 1), sr=sr,
-                       fmt=fmt)
+    path = write_audio(
+        tmp_path / f"s{FORMATS[fmt].suffix}", np.stack([left, right], 1), sr=sr, fmt=fmt
+    )
     audio = load_audio(path)
     assert audio.n_channels == 2 and audio.info.channels == 2
     first, second = np.split(audio.samples[:, : audio.samples.shape[1] // 2 * 2], 2, axis=1)
@@ -87,31 +88,61 @@ def riff(sr=8000, channels=1, bits=16, data=b"", declared=None):
     block = channels * bits // 8
     size = len(data) if declared is None else declared
     fmt = struct.pack("<HHIIHH", 1, channels, sr, sr * block, block, bits)
-    return (b"RIFF" + struct.pack("<I", 36 + size) + b"WAVE" + b"fmt " + struct.pack("<I", 16)
-            + fmt + b"data" + struct.pack("<I", size) + data)
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + size)
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", 16)
+        + fmt
+        + b"data"
+        + struct.pack("<I", size)
+        + data
+    )
 
 
 BAD = {
-    "not audio": (b"Dear voter, please stay home on Tuesday.\n" * 20, errors.UnsupportedFormatError,
-                  "not a recognised audio file"),
+    "not audio": (
+        b"Dear voter, please stay home on Tuesday.\n" * 20,
+        errors.UnsupportedFormatError,
+        "not a recognised audio file",
+    ),
     "empty": (b"", errors.EmptyAudioError, "0 bytes"),
-    "truncated header": (wav_bytes(voiced(1.0, sr=8000))[:30], errors.CorruptAudioError,
-                         "looks like WAV but could not be opened"),
-    "truncated data": (wav_bytes(voiced(3.0, sr=8000))[:24000], errors.CorruptAudioError,
-                       "truncated: its header declares 3.00 s"),
-    "tiny file claiming hours": (riff(data=b"\x00\x01" * 800, declared=2_000_000_000),
-                                 errors.CorruptAudioError, "declares 125000.00 s .* only 0.10 s"),
+    "truncated header": (
+        wav_bytes(voiced(1.0, sr=8000))[:30],
+        errors.CorruptAudioError,
+        "looks like WAV but could not be opened",
+    ),
+    "truncated data": (
+        wav_bytes(voiced(3.0, sr=8000))[:24000],
+        errors.CorruptAudioError,
+        "truncated: its header declares 3.00 s",
+    ),
+    "tiny file claiming hours": (
+        riff(data=b"\x00\x01" * 800, declared=2_000_000_000),
+        errors.CorruptAudioError,
+        "declares 125000.00 s .* only 0.10 s",
+    ),
     "no samples": (riff(data=b""), errors.EmptyAudioError, "no audio samples"),
     "one sample": (riff(data=b"\x10\x00"), errors.AudioTooShortError, "0.00 s long"),
     "silent": (wav_bytes(np.zeros(16000, np.float32)), errors.NoSpeechError, "silent"),
     "near silent": (wav_bytes(voiced(2.0, sr=8000) * 1e-4), errors.NoSpeechError, "silent"),
-    "too short": (wav_bytes(voiced(0.3, sr=8000)), errors.AudioTooShortError,
-                  "0.30 s long; at least 0.5 s"),
-    "absurd rate": (riff(sr=1_000_000, data=b"\x00\x10" * 1000), errors.UnsupportedLayoutError,
-                    "1e\\+06 Hz|1000000 Hz"),
+    "too short": (
+        wav_bytes(voiced(0.3, sr=8000)),
+        errors.AudioTooShortError,
+        "0.30 s long; at least 0.5 s",
+    ),
+    "absurd rate": (
+        riff(sr=1_000_000, data=b"\x00\x10" * 1000),
+        errors.UnsupportedLayoutError,
+        "1e\\+06 Hz|1000000 Hz",
+    ),
     "tiny rate": (riff(sr=100, data=b"\x00\x10" * 1000), errors.UnsupportedLayoutError, "100 Hz"),
-    "too many channels": (riff(channels=32, data=b"\x00\x10" * 32 * 100),
-                          errors.UnsupportedLayoutError, "32 channels; expected 1 to 8"),
+    "too many channels": (
+        riff(channels=32, data=b"\x00\x10" * 32 * 100),
+        errors.UnsupportedLayoutError,
+        "32 channels; expected 1 to 8",
+    ),
 }
 
 

@@ -68,14 +68,28 @@ def test_segments_option(runner, calls):
 def test_csv_one_row_per_input_and_going_on_after_errors(runner, calls, tmp_path):
     out = tmp_path / "results.csv"
     missing = tmp_path / "missing.wav"
-    result = runner.invoke(main, ["score", "--format", "csv", "--output", str(out),
-                                  str(calls["good"]), str(calls["text"]), str(missing),
-                                  str(calls["silent"]), str(calls["stereo"])])
+    result = runner.invoke(
+        main,
+        [
+            "score",
+            "--format",
+            "csv",
+            "--output",
+            str(out),
+            str(calls["good"]),
+            str(calls["text"]),
+            str(missing),
+            str(calls["silent"]),
+            str(calls["stereo"]),
+        ],
+    )
     assert result.exit_code == 1
     assert "3 of 5 file(s) could not be scored" in result.output
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
-    assert [r["path"] for r in rows] == [str(calls[k]) if k != "missing" else str(missing)
-                                         for k in ("good", "text", "missing", "silent", "stereo")]
+    assert [r["path"] for r in rows] == [
+        str(calls[k]) if k != "missing" else str(missing)
+        for k in ("good", "text", "missing", "silent", "stereo")
+    ]
     assert list(rows[0])[:4] == ["path", "score", "verdict", "error"]
     good, text, miss, silent, stereo = rows
     assert good["error"] == "" and 0 <= float(good["score"]) <= 1
@@ -90,8 +104,10 @@ def test_input_list(runner, calls, tmp_path):
     lst.write_text(f"# calls of Monday\n{calls['good']}\n\n{calls['stereo']}\n")
     result = runner.invoke(main, ["score", "--format", "json", "--input-list", str(lst)])
     assert result.exit_code == 0, result.output
-    assert [r["path"] for r in json.loads(result.stdout)] == [str(calls["good"]),
-                                                             str(calls["stereo"])]
+    assert [r["path"] for r in json.loads(result.stdout)] == [
+        str(calls["good"]),
+        str(calls["stereo"]),
+    ]
 
 
 def test_usage_errors_exit_2(runner, calls):
@@ -101,8 +117,9 @@ def test_usage_errors_exit_2(runner, calls):
 
 
 def test_bad_model_is_a_readable_error(runner, calls, tmp_path):
-    result = runner.invoke(main, ["score", "--model", str(tmp_path / "x.skops"),
-                                  str(calls["good"])])
+    result = runner.invoke(
+        main, ["score", "--model", str(tmp_path / "x.skops"), str(calls["good"])]
+    )
     assert result.exit_code == 1
     assert "Error: model file" in result.output and "Traceback" not in result.output
 
@@ -117,12 +134,15 @@ def test_info_prints_the_card(runner):
 
 
 def test_installed_console_script_end_to_end(calls, tmp_path):
-    exe = shutil.which("voicecheck", path=str(Path(sys.executable).parent) + os.pathsep
-                       + os.environ.get("PATH", ""))
+    exe = shutil.which(
+        "voicecheck",
+        path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+    )
     assert exe, "the voicecheck console script is not installed"
     many = [str(calls["good"])] * 3
-    proc = subprocess.run([exe, "score", "--format", "csv", *many], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [exe, "score", "--format", "csv", *many], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(io.StringIO(proc.stdout)))
     assert len(rows) == 3 and len({r["score"] for r in rows}) == 1

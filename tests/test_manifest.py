@@ -40,7 +40,10 @@ def test_glob_dataset_with_constants(tmp_path):
     (tmp_path / "calls").mkdir()
     for name in ("a.wav", "b.wav"):
         (tmp_path / "calls" / name).write_bytes(b"x")
-    m = load_manifest(write(tmp_path, """
+    m = load_manifest(
+        write(
+            tmp_path,
+            """
 datasets:
   - name: mine
     root: calls
@@ -48,7 +51,9 @@ datasets:
     label: bonafide
     generator: bonafide
     source: hotline
-"""))
+""",
+        )
+    )
     clips = m.clips()
     assert [c.path.name for c in clips] == ["a.wav", "b.wav"]
     assert clips[0].group == "mine:hotline" and clips[0].y == 0
@@ -56,7 +61,10 @@ datasets:
 
 def test_csv_dataset_reads_columns(tmp_path):
     (tmp_path / "list.csv").write_text("file,lab,sys\nx.wav,spoof,A01\ny.wav,bonafide,\n")
-    m = load_manifest(write(tmp_path, """
+    m = load_manifest(
+        write(
+            tmp_path,
+            """
 datasets:
   - name: la
     root: .
@@ -64,7 +72,9 @@ datasets:
     label: {column: lab}
     generator: {column: sys, default: bonafide}
     group_by: generator
-"""))
+""",
+        )
+    )
     a, b = m.clips()
     assert (a.label, a.generator, a.group) == ("spoof", "A01", "la:A01")
     assert (b.label, b.generator) == ("bonafide", "bonafide")
@@ -76,10 +86,15 @@ datasets:
         ("foo: 1", "top-level 'datasets'"),
         ("datasets:\n  - root: x\n", "has no 'name'"),
         ("datasets:\n  - name: a\n    files: {glob: '*'}\n    label: spoof\n", "'a' has no 'root'"),
-        ("datasets:\n  - name: a\n    root: .\n    files: {zip: x}\n    label: spoof\n",
-         "'a', field 'files'"),
-        ("datasets:\n  - name: a\n    root: .\n    files: {glob: '*'}\n    label: spoof\n"
-         "    group_by: clip\n", "field 'group_by'"),
+        (
+            "datasets:\n  - name: a\n    root: .\n    files: {zip: x}\n    label: spoof\n",
+            "'a', field 'files'",
+        ),
+        (
+            "datasets:\n  - name: a\n    root: .\n    files: {glob: '*'}\n    label: spoof\n"
+            "    group_by: clip\n",
+            "field 'group_by'",
+        ),
         ("datasets: [\n", "not valid YAML"),
     ],
 )
@@ -90,19 +105,29 @@ def test_invalid_manifests_name_dataset_and_field(tmp_path, text, message):
 
 def test_bad_label_names_row(tmp_path):
     (tmp_path / "l.csv").write_text("path,label\na.wav,fake\n")
-    m = load_manifest(write(tmp_path, """
+    m = load_manifest(
+        write(
+            tmp_path,
+            """
 datasets:
   - name: d
     root: .
     files: {csv: l.csv}
     label: {column: label}
-"""))
+""",
+        )
+    )
     with pytest.raises(ManifestError, match="dataset 'd', row 1: label is 'fake'"):
         m.clips()
 
 
 def test_missing_csv_is_explained(tmp_path):
-    m = load_manifest(write(tmp_path, "datasets:\n  - name: d\n    root: nowhere\n"
-                                      "    files: {csv: m.csv}\n    label: spoof\n"))
+    m = load_manifest(
+        write(
+            tmp_path,
+            "datasets:\n  - name: d\n    root: nowhere\n"
+            "    files: {csv: m.csv}\n    label: spoof\n",
+        )
+    )
     with pytest.raises(ManifestError, match="does not exist"):
         m.clips()

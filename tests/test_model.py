@@ -106,8 +106,11 @@ class Sneaky:
 
 
 def test_untrusted_type_is_refused(tmp_path):
-    path = save_model(Sneaky(), {"name": "evil", "thresholds": {"cloned": 0.9, "human": 0.1,
-                                                               "eer": 0.5}}, tmp_path / "e.skops")
+    path = save_model(
+        Sneaky(),
+        {"name": "evil", "thresholds": {"cloned": 0.9, "human": 0.1, "eer": 0.5}},
+        tmp_path / "e.skops",
+    )
     with pytest.raises(ModelError, match="does not trust.*Sneaky"):
         load_model(path)
 
@@ -130,8 +133,13 @@ def test_wrong_feature_count_is_refused(small_model):
 
 @pytest.mark.parametrize(
     ("score", "verdict"),
-    [(0.95, "likely_cloned"), (0.8, "likely_cloned"), (0.5, "inconclusive"),
-     (0.3, "inconclusive"), (0.1, "likely_human")],
+    [
+        (0.95, "likely_cloned"),
+        (0.8, "likely_cloned"),
+        (0.5, "inconclusive"),
+        (0.3, "inconclusive"),
+        (0.1, "likely_human"),
+    ],
 )
 def test_verdict_bands(score, verdict):
     assert Thresholds(cloned=0.8, human=0.3, eer=0.5).verdict(score) == verdict

@@ -18,8 +18,16 @@ def wav(y, sr=8000, subtype="PCM_16"):
 
 def test_result_has_every_field(small_model):
     result = analyze(wav(voiced(7.0, sr=8000)), small_model).to_dict()
-    assert set(result) >= {"score", "verdict", "thresholds", "segments", "channels", "audio",
-                           "model", "processing_ms"}
+    assert set(result) >= {
+        "score",
+        "verdict",
+        "thresholds",
+        "segments",
+        "channels",
+        "audio",
+        "model",
+        "processing_ms",
+    }
     assert 0 <= result["score"] <= 1
     assert result["verdict"] in {"likely_cloned", "likely_human", "inconclusive"}
     assert result["audio"]["codec"] == "pcm_s16le" and result["audio"]["channels"] == 1

@@ -16,7 +16,6 @@ import numpy as np
 from voicecheck import features
 
 from .constants import (
-    ACTIVITY_FLOOR_DBFS,
     ACTIVITY_RANGE_DB,
     ANALYSIS_SR_HZ,
     BLOCK_S,
@@ -25,6 +24,7 @@ from .constants import (
     MIN_SPEECH_S,
     SEGMENT_HOP_S,
     SEGMENT_S,
+    SILENCE_DBFS,
     TARGET_LEVEL_DBFS,
 )
 from .errors import NoSpeechError
@@ -96,9 +96,11 @@ def normalise_level(y: np.ndarray, *, sr: int = ANALYSIS_SR_HZ) -> np.ndarray:
     frames = y[: n * HOP_LENGTH].reshape(n, HOP_LENGTH)
     power = np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / HOP_LENGTH
     energy_db = 10 * np.log10(power + 1e-12)
-    active = (energy_db > energy_db.max() - ACTIVITY_RANGE_DB) & (energy_db > ACTIVITY_FLOOR_DBFS)
-    if not active.any():
+    # Relative to the loudest frame only, so that the gain found does not depend on
+    # the input's own level; silence (all frames very quiet) is left alone.
+    if np.abs(y).max() < 10 ** (SILENCE_DBFS / 20):
         return y.astype(np.float32, copy=True)
+    active = energy_db > energy_db.max() - ACTIVITY_RANGE_DB
     level_db = 10 * np.log10(power[active].mean())
     gain = np.float32(10 ** ((TARGET_LEVEL_DBFS - level_db) / 20))
     return (y * gain).astype(np.float32, copy=False)
@@ -118,8 +120,7 @@ def segment_bounds(n_frames: int) -> list[tuple[int, int]]:
     if n_frames <= SEGMENT_FRAMES:
         return [(0, n_frames)]
     bounds = [
-        (s, s + SEGMENT_FRAMES)
-        for s in range(0, n_frames - SEGMENT_FRAMES + 1, SEGMENT_HOP_FRAMES)
+        (s, s + SEGMENT_FRAMES) for s in range(0, n_frames - SEGMENT_FRAMES + 1, SEGMENT_HOP_FRAMES)
     ]
     if bounds[-1][1] < n_frames:
         bounds.append((n_frames - SEGMENT_FRAMES, n_frames))

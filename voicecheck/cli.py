@@ -65,29 +65,64 @@ def _read_list(path: str) -> list[str]:
 
 def _row(path: str, result: dict[str, Any] | None, error: VoiceCheckError | None) -> dict:
     if error is not None:
-        return {"path": path, "score": None, "verdict": None, "error": str(error),
-                "error_code": error.code}
+        return {
+            "path": path,
+            "score": None,
+            "verdict": None,
+            "error": str(error),
+            "error_code": error.code,
+        }
     assert result is not None
     return {"path": path, **result, "error": None}
 
 
 @main.command()
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=True, path_type=str))
-@click.option("--input-list", "input_list", type=click.Path(path_type=str),
-              help="A file with one recording path a line ('-' reads standard input).")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
-              help="Output format.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True, path_type=str),
-              help="Write results here instead of standard output.")
+@click.option(
+    "--input-list",
+    "input_list",
+    type=click.Path(path_type=str),
+    help="A file with one recording path a line ('-' reads standard input).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True, path_type=str),
+    help="Write results here instead of standard output.",
+)
 @click.option("--segments", is_flag=True, help="Include the score of every 3 s window.")
-@click.option("--model", envvar="VOICECHECK_MODEL", type=click.Path(path_type=str),
-              help="A .skops model file (default: the model shipped with voicecheck).")
-@click.option("--max-duration", type=click.FloatRange(min=1), default=MAX_DURATION_S,
-              show_default=True, envvar="VOICECHECK_MAX_DURATION_S",
-              help="Longest recording accepted, in seconds.")
-def score(files: tuple[str, ...], input_list: str | None, fmt: str, output: str | None,
-          segments: bool, model: str | None, max_duration: float) -> None:
-    """Score recordings: how likely is each voice an AI clone?
+@click.option(
+    "--model",
+    envvar="VOICECHECK_MODEL",
+    type=click.Path(path_type=str),
+    help="A .skops model file (default: the model shipped with voicecheck).",
+)
+@click.option(
+    "--max-duration",
+    type=click.FloatRange(min=1),
+    default=MAX_DURATION_S,
+    show_default=True,
+    envvar="VOICECHECK_MAX_DURATION_S",
+    help="Longest recording accepted, in seconds.",
+)
+def score(
+    files: tuple[str, ...],
+    input_list: str | None,
+    fmt: str,
+    output: str | None,
+    segments: bool,
+    model: str | None,
+    max_duration: float,
+) -> None:
+    """Score recordings: how likely each voice is an AI clone.
 
     Prints one result per FILE. A file that cannot be scored gets its error and
     the command goes on; the exit status is 1 if any file failed.
@@ -99,8 +134,11 @@ def score(files: tuple[str, ...], input_list: str | None, fmt: str, output: str 
         raise click.UsageError("give at least one FILE or --input-list")
     detector = _load_detector(model)
     rows: list[dict[str, Any]] = []
-    bar = click.progressbar(paths, label="Scoring", file=sys.stderr, show_pos=True) \
-        if len(paths) > 1 else None
+    bar = (
+        click.progressbar(paths, label="Scoring", file=sys.stderr, show_pos=True)
+        if len(paths) > 1
+        else None
+    )
     iterator = bar if bar is not None else paths
     try:
         if bar is not None:
@@ -137,7 +175,7 @@ def _table(rows: list[dict[str, Any]], *, segments: bool) -> str:
     width = max(8, min(60, max(len(r["path"]) for r in rows)))
     out.write(f"{'FILE':<{width}}  {'SCORE':>5}  {'VERDICT':<13}  {'DURATION':>8}  DETAILS\n")
     for r in rows:
-        name = r["path"] if len(r["path"]) <= width else "..." + r["path"][-width + 3:]
+        name = r["path"] if len(r["path"]) <= width else "..." + r["path"][-width + 3 :]
         if r["error"]:
             out.write(f"{name:<{width}}  {'-':>5}  {'error':<13}  {'-':>8}  {r['error']}\n")
             continue
@@ -187,7 +225,9 @@ def _csv(rows: list[dict[str, Any]], *, segments: bool) -> str:
                     f"{c['channel']}:{s['start_s']}-{s['end_s']}:{_fmt_score(s['score'])}"
                     for c in r.get("channels", [])
                     for s in c.get("segments", [])
-                ) if segments else "",
+                )
+                if segments
+                else "",
                 "model_id": (r.get("model") or {}).get("id", ""),
             }
         )
@@ -195,8 +235,12 @@ def _csv(rows: list[dict[str, Any]], *, segments: bool) -> str:
 
 
 @main.command()
-@click.option("--model", envvar="VOICECHECK_MODEL", type=click.Path(path_type=str),
-              help="A .skops model file (default: the shipped model).")
+@click.option(
+    "--model",
+    envvar="VOICECHECK_MODEL",
+    type=click.Path(path_type=str),
+    help="A .skops model file (default: the shipped model).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the whole model card as JSON.")
 def info(model: str | None, as_json: bool) -> None:
     """Print the model card: what the model is, how it was trained and measured."""
@@ -212,8 +256,9 @@ def info(model: str | None, as_json: bool) -> None:
         f"created          {card.get('created', '?')}",
         f"trained with     voicecheck {card['library_versions'].get('voicecheck')}, "
         f"scikit-learn {card['library_versions'].get('scikit-learn')}",
-        f"features         {len(card['feature_names'])} per {card['feature_params']['SEGMENT_S']:g} s"
-        f" segment at {card['feature_params']['ANALYSIS_SR_HZ']} Hz",
+        f"features         {len(card['feature_names'])} per "
+        f"{card['feature_params']['SEGMENT_S']:g} s segment at "
+        f"{card['feature_params']['ANALYSIS_SR_HZ']} Hz",
         f"data             {', '.join(card.get('data_manifest', {}).get('datasets', []))} "
         f"(manifest sha256 {card.get('data_manifest', {}).get('sha256', '?')[:16]}...)",
         f"thresholds       likely_cloned >= {t['cloned']:.3f}; likely_human < {t['human']:.3f}"
@@ -232,8 +277,9 @@ def _progress(label: str):
 
     def update(done: int, total: int) -> None:
         if "bar" not in state:
-            state["bar"] = click.progressbar(length=total, label=label, file=sys.stderr,
-                                             show_pos=True)
+            state["bar"] = click.progressbar(
+                length=total, label=label, file=sys.stderr, show_pos=True
+            )
             state["bar"].__enter__()
         state["bar"].update(1)
         if done == total:
@@ -243,26 +289,62 @@ def _progress(label: str):
 
 
 @main.command()
-@click.option("--manifest", default="data_manifest.yaml", show_default=True,
-              type=click.Path(dir_okay=False, path_type=str), help="The data manifest.")
+@click.option(
+    "--manifest",
+    default="data_manifest.yaml",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=str),
+    help="The data manifest.",
+)
 @click.option("--dataset", "datasets", multiple=True, help="Use only these datasets (repeatable).")
-@click.option("--output", "-o", default="runs/latest", show_default=True,
-              help="Run folder for the model, its card and metrics.")
+@click.option(
+    "--output",
+    "-o",
+    default="runs/latest",
+    show_default=True,
+    help="Run folder for the model, its card and metrics.",
+)
 @click.option("--name", default="voicecheck", show_default=True, help="Model name in its id.")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--copies", default=2, show_default=True, type=click.IntRange(min=1),
-              help="Channel-augmented copies of every clip.")
-@click.option("--folds", default=5, show_default=True, type=click.IntRange(min=2),
-              help="Grouped cross-validation folds.")
+@click.option(
+    "--copies",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Channel-augmented copies of every clip.",
+)
+@click.option(
+    "--folds",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=2),
+    help="Grouped cross-validation folds.",
+)
 @click.option("--jobs", default=-1, show_default=True, type=int, help="Worker processes.")
-def train(manifest: str, datasets: tuple[str, ...], output: str, name: str, seed: int,
-          copies: int, folds: int, jobs: int) -> None:
+def train(
+    manifest: str,
+    datasets: tuple[str, ...],
+    output: str,
+    name: str,
+    seed: int,
+    copies: int,
+    folds: int,
+    jobs: int,
+) -> None:
     """Train a model from the data manifest; writes the model, card and metrics to OUTPUT."""
     from .training import TrainConfig
     from .training import train as run_train
 
-    config = TrainConfig(manifest=manifest, datasets=list(datasets) or None, output=output,
-                         name=name, seed=seed, copies=copies, folds=folds, n_jobs=jobs)
+    config = TrainConfig(
+        manifest=manifest,
+        datasets=list(datasets) or None,
+        output=output,
+        name=name,
+        seed=seed,
+        copies=copies,
+        folds=folds,
+        n_jobs=jobs,
+    )
     try:
         metrics = run_train(config, progress=_progress("Features"))
     except VoiceCheckError as exc:
@@ -276,24 +358,52 @@ def train(manifest: str, datasets: tuple[str, ...], output: str, name: str, seed
 
 
 @main.command()
-@click.option("--model", envvar="VOICECHECK_MODEL", type=click.Path(path_type=str),
-              help="A .skops model file (default: the shipped model).")
-@click.option("--manifest", default="data_manifest.yaml", show_default=True,
-              type=click.Path(dir_okay=False, path_type=str))
+@click.option(
+    "--model",
+    envvar="VOICECHECK_MODEL",
+    type=click.Path(path_type=str),
+    help="A .skops model file (default: the shipped model).",
+)
+@click.option(
+    "--manifest",
+    default="data_manifest.yaml",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=str),
+)
 @click.option("--dataset", "datasets", multiple=True, help="Use only these datasets (repeatable).")
-@click.option("--condition", default="g711", show_default=True,
-              help="Phone channel both classes pass through (clean_16k, g711, amr_nb, opus, mp3).")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=str),
-              help="Write the metrics as JSON here.")
+@click.option(
+    "--condition",
+    default="g711",
+    show_default=True,
+    help="Phone channel both classes pass through (clean_16k, g711, amr_nb, opus, mp3).",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Write the metrics as JSON here.",
+)
 @click.option("--jobs", default=-1, show_default=True, type=int, help="Worker processes.")
-def evaluate(model: str | None, manifest: str, datasets: tuple[str, ...], condition: str,
-             output: str | None, jobs: int) -> None:
+def evaluate(
+    model: str | None,
+    manifest: str,
+    datasets: tuple[str, ...],
+    condition: str,
+    output: str | None,
+    jobs: int,
+) -> None:
     """Measure a model on the manifest's clips through one phone channel."""
     from .training import evaluate as run_evaluate
 
     try:
-        report = run_evaluate(model, manifest=manifest, datasets=list(datasets) or None,
-                              condition=condition, n_jobs=jobs, progress=_progress("Scoring"))
+        report = run_evaluate(
+            model,
+            manifest=manifest,
+            datasets=list(datasets) or None,
+            condition=condition,
+            n_jobs=jobs,
+            progress=_progress("Scoring"),
+        )
     except VoiceCheckError as exc:
         _fail(str(exc))
     text = json.dumps(report, indent=2) + "\n"
@@ -310,9 +420,13 @@ def evaluate(model: str | None, manifest: str, datasets: tuple[str, ...], condit
 
 @main.command()
 @click.argument("path", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--text", default="This is an automated message about the election on Tuesday. "
-              "Your polling place has changed. Please stay home and vote next week instead.",
-              show_default=False, help="What the synthetic voice says.")
+@click.option(
+    "--text",
+    default="This is an automated message about the election on Tuesday. "
+    "Your polling place has changed. Please stay home and vote next week instead.",
+    show_default=False,
+    help="What the synthetic voice says.",
+)
 def sample(path: str, text: str) -> None:
     """Write a sample robocall to PATH: espeak-ng speech through G.711 mu-law at 8 kHz.
 

@@ -77,7 +77,9 @@ class Dataset:
                 )
             path = self.root / row["__path"]
             clips.append(
-                Clip(path=path, dataset=self.name, group=f"{self.name}:{values[group_by]}", **values)
+                Clip(
+                    path=path, dataset=self.name, group=f"{self.name}:{values[group_by]}", **values
+                )
             )
         return clips
 

@@ -13,9 +13,9 @@ import soundfile as sf
 from .errors import VoiceCheckError
 
 
-def espeak(text: str, *, voice: str = "en-us", speed_wpm: int = 160, pitch: int = 50) -> tuple[
-    np.ndarray, int
-]:
+def espeak(
+    text: str, *, voice: str = "en-us", speed_wpm: int = 160, pitch: int = 50
+) -> tuple[np.ndarray, int]:
     """Speak ``text`` with espeak-ng.
 
     Returns

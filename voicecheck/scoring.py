@@ -17,7 +17,7 @@ import numpy as np
 from .analysis import require_speech_segments, segment_features
 from .audio import Audio, Source, load_audio
 from .constants import MAX_DURATION_S
-from .errors import VoiceCheckError
+from .errors import NoSpeechError, VoiceCheckError
 from .model import Detector
 
 
@@ -121,11 +121,11 @@ def analyze_audio(audio: Audio, detector: Detector, *, started: float | None = N
         When no channel holds enough speech.
     """
     started = time.perf_counter() if started is None else started
-    results = [score_channel(audio.samples[i], detector, channel=i) for i in range(audio.n_channels)]
+    results = [
+        score_channel(audio.samples[i], detector, channel=i) for i in range(audio.n_channels)
+    ]
     scored = [r for r in results if r.score is not None]
     if not scored:
-        from .errors import NoSpeechError
-
         raise NoSpeechError(results[0].error["detail"] if results[0].error else "no speech")
     best = max(scored, key=lambda r: r.score)
     return Analysis(

@@ -127,7 +127,7 @@ def build_table(
             progress(done, len(jobs))
     results.sort(key=lambda r: r[0])
     rows, y, clip_of_row, meta, skipped = [], [], [], [], []
-    for (i, clip, chain, _), (_, X, err) in zip(jobs, results, strict=True):
+    for (_, clip, chain, _), (_, X, err) in zip(jobs, results, strict=True):
         if X is None or X.shape[0] == 0:
             skipped.append({"path": str(clip.path), "error": err or "no speech segment"})
             continue
@@ -256,7 +256,11 @@ def train(config: TrainConfig, *, progress: Callable[[int, int], None] | None = 
         "n_skipped": len(table.skipped),
         "train_seconds": round(time.time() - started, 1),
     }
-    thresholds = {"cloned": round(cloned_t, 4), "human": round(human_t, 4), "eer": pooled["eer_threshold"]}
+    thresholds = {
+        "cloned": round(cloned_t, 4),
+        "human": round(human_t, 4),
+        "eer": pooled["eer_threshold"],
+    }
     card = {
         "name": config.name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
