@@ -62,3 +62,11 @@ def small_model(tmp_path_factory):
         model, {"name": "test-small", "thresholds": {"cloned": 0.8, "human": 0.3, "eer": 0.5}}, path
     )
     return load_model(path)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_feature_cache(tmp_path_factory):
+    """Keep the tests' feature cache out of the user's home folder."""
+    import os
+
+    os.environ["VOICECHECK_CACHE_DIR"] = str(tmp_path_factory.mktemp("feature-cache"))

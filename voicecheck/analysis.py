@@ -29,7 +29,7 @@ from .constants import (
 )
 from .errors import NoSpeechError
 
-CONTEXT_FRAMES = 8
+CONTEXT_FRAMES = features.FEATURE_CONTEXT_FRAMES
 """Frames of context computed on each side of a block and dropped (deltas, flux)."""
 
 SEGMENT_FRAMES = int(round(SEGMENT_S * ANALYSIS_SR_HZ / HOP_LENGTH))

@@ -9,7 +9,9 @@ from models that never saw the clip's group.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,20 +21,28 @@ from typing import Any
 import numpy as np
 import soxr
 
+from . import __version__
 from . import channel as phone
 from .analysis import feature_names, segment_features
 from .audio import load_audio
 from .constants import ANALYSIS_SR_HZ
-from .errors import VoiceCheckError
+from .errors import ChannelError, VoiceCheckError
 from .manifest import Clip, load_manifest
-from .metrics import summary, threshold_at_false_alarm, threshold_at_miss
-from .model import build_pipeline, save_model
+from .metrics import rates_at, summary, threshold_at_false_alarm, threshold_at_miss
+from .model import build_pipeline, feature_params, load_model, save_model
 
 FALSE_ALARM_TARGET = 0.01
 """The ``likely_cloned`` threshold allows at most this rate of false alarms on real voices."""
 
 MISS_TARGET = 0.05
 """The ``likely_human`` threshold lets at most this rate of cloned voices score below it."""
+
+CLONED_MIN_SCORE = 0.7
+"""``likely_cloned`` also needs a calibrated score of at least this, so that a model with
+little out-of-group skill (flat calibrated scores) answers ``inconclusive``, not noise."""
+
+HUMAN_MAX_SCORE = 0.3
+"""``likely_human`` also needs a calibrated score below this, for the same reason."""
 
 
 @dataclass
@@ -78,12 +88,59 @@ def clip_rows(clip: Clip, *, chain: Sequence[Any], seed: int) -> np.ndarray:
     return seg.X[seg.has_speech]
 
 
-def _job(args: tuple[int, Clip, list[Any], int]) -> tuple[int, np.ndarray | None, str | None]:
-    i, clip, chain, seed = args
+def cache_dir() -> Path | None:
+    """Folder of the feature cache (``VOICECHECK_CACHE_DIR``; empty disables it)."""
+    value = os.environ.get("VOICECHECK_CACHE_DIR", str(Path.home() / ".cache" / "voicecheck"))
+    return Path(value) / "features" if value else None
+
+
+def _cache_key(clip: Clip, chain: Sequence[Any], seed: int) -> str:
+    """Everything the features of one clip copy depend on, hashed."""
+    st = clip.path.stat()
+    parts = [
+        str(clip.path.resolve()),
+        st.st_size,
+        st.st_mtime_ns,
+        list(chain),
+        seed,
+        feature_names(),
+        feature_params(),
+        __version__,
+    ]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+
+
+def _job(
+    args: tuple[int, Clip, list[Any], int, Path | None],
+) -> tuple[int, np.ndarray | None, str | None]:
+    i, clip, chain, seed, cache = args
+    path = None
+    if cache is not None and clip.path.exists():
+        path = cache / f"{_cache_key(clip, chain, seed)}.npz"
+        if path.exists():
+            with np.load(path) as f:
+                return (
+                    i,
+                    (f["X"] if "X" in f else None),
+                    (str(f["error"]) if "error" in f else None),
+                )
     try:
-        return i, clip_rows(clip, chain=chain, seed=seed), None
+        result: tuple[int, np.ndarray | None, str | None] = (
+            i,
+            clip_rows(clip, chain=chain, seed=seed),
+            None,
+        )
     except VoiceCheckError as exc:
-        return i, None, str(exc)
+        result = (i, None, str(exc))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        if result[1] is not None:
+            np.savez(tmp, X=result[1])
+        else:
+            np.savez(tmp, error=np.array(result[2]))
+        os.replace(tmp, path)
+    return result
 
 
 def build_table(
@@ -115,10 +172,11 @@ def build_table(
     from joblib import Parallel, delayed
 
     rng = np.random.default_rng(seed)
+    cache = cache_dir()
     jobs = []
     for c in clips:
         for k in range(copies):
-            jobs.append((len(jobs), c, chains(k, rng), int(rng.integers(2**31))))
+            jobs.append((len(jobs), c, chains(k, rng), int(rng.integers(2**31)), cache))
     results: list[tuple[int, np.ndarray | None, str | None]] = []
     runner = Parallel(n_jobs=n_jobs, return_as="generator_unordered", batch_size=4)
     for done, res in enumerate(runner(delayed(_job)(j) for j in jobs), start=1):
@@ -127,7 +185,7 @@ def build_table(
             progress(done, len(jobs))
     results.sort(key=lambda r: r[0])
     rows, y, clip_of_row, meta, skipped = [], [], [], [], []
-    for (_, clip, chain, _), (_, X, err) in zip(jobs, results, strict=True):
+    for (_, clip, chain, _, _), (_, X, err) in zip(jobs, results, strict=True):
         if X is None or X.shape[0] == 0:
             skipped.append({"path": str(clip.path), "error": err or "no speech segment"})
             continue
@@ -195,7 +253,7 @@ def train(config: TrainConfig, *, progress: Callable[[int, int], None] | None = 
         The metrics written to ``<output>/metrics.json``.
     """
     from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.model_selection import GroupKFold
+    from sklearn.model_selection import GroupKFold, cross_val_predict
 
     started = time.time()
     out = Path(config.output)
@@ -217,9 +275,11 @@ def train(config: TrainConfig, *, progress: Callable[[int, int], None] | None = 
             f"training needs real and cloned clips from at least 2 groups; got {n_groups} "
             f"group(s) and labels {sorted(set(table.y.tolist()))}"
         )
+    # Small corpora need small leaves, or the booster cannot split at all.
+    hgb = {"min_samples_leaf": int(np.clip(table.X.shape[0] // 100, 5, 40)), **config.hgb}
     splits = list(GroupKFold(n_splits=min(config.folds, n_groups)).split(table.X, table.y, groups))
     model = CalibratedClassifierCV(
-        build_pipeline(random_state=config.seed, **config.hgb),
+        build_pipeline(random_state=config.seed, **hgb),
         method="sigmoid",
         cv=splits,
         ensemble=False,
@@ -227,10 +287,8 @@ def train(config: TrainConfig, *, progress: Callable[[int, int], None] | None = 
 
     # Out-of-fold scores: each clip scored by a model that never saw its group,
     # mapped through the same calibration the shipped model uses.
-    from sklearn.model_selection import cross_val_predict
-
     raw = cross_val_predict(
-        build_pipeline(random_state=config.seed, **config.hgb),
+        build_pipeline(random_state=config.seed, **hgb),
         table.X,
         table.y,
         cv=splits,
@@ -239,8 +297,8 @@ def train(config: TrainConfig, *, progress: Callable[[int, int], None] | None = 
     calibrator = model.calibrated_classifiers_[0].calibrators[0]
     oof = np.clip(calibrator.predict(raw), 0, 1)
     scores, labels = clip_scores(table, oof)
-    cloned_t = threshold_at_false_alarm(scores, labels, FALSE_ALARM_TARGET)
-    human_t = min(threshold_at_miss(scores, labels, MISS_TARGET), cloned_t)
+    cloned_t = max(threshold_at_false_alarm(scores, labels, FALSE_ALARM_TARGET), CLONED_MIN_SCORE)
+    human_t = min(threshold_at_miss(scores, labels, MISS_TARGET), HUMAN_MAX_SCORE, cloned_t)
     pooled = summary(scores, labels)
     metrics = {
         "protocol": (
@@ -266,8 +324,14 @@ def train(config: TrainConfig, *, progress: Callable[[int, int], None] | None = 
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "thresholds": thresholds,
         "threshold_policy": {
-            "cloned": f"at most {FALSE_ALARM_TARGET:.0%} false alarms on real voices (validation)",
-            "human": f"at most {MISS_TARGET:.0%} of cloned voices score below (validation)",
+            "cloned": (
+                f"at most {FALSE_ALARM_TARGET:.0%} false alarms on real voices (validation),"
+                f" and a calibrated score of at least {CLONED_MIN_SCORE}"
+            ),
+            "human": (
+                f"at most {MISS_TARGET:.0%} of cloned voices score below (validation),"
+                f" and a calibrated score below {HUMAN_MAX_SCORE}"
+            ),
         },
         "aggregation": "channel score = mean of speech segments' scores; call = max over channels",
         "data_manifest": {
@@ -313,9 +377,6 @@ def evaluate(
         A key of :data:`voicecheck.channel.PHONE_CONDITIONS`; real and cloned clips
         pass through the same channel.
     """
-    from .errors import ChannelError
-    from .model import load_model
-
     if condition not in phone.PHONE_CONDITIONS:
         raise ChannelError(
             f"unknown condition '{condition}'; expected one of: "
@@ -328,8 +389,6 @@ def evaluate(
         clips, chains=lambda k, rng: chain, copies=1, seed=seed, n_jobs=n_jobs, progress=progress
     )
     scores, labels = clip_scores(table, detector.predict_proba(table.X))
-    from .metrics import rates_at
-
     return {
         "model": detector.model_id,
         "condition": condition,
