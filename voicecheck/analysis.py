@@ -1,6 +1,6 @@
 """From validated audio to per-segment feature vectors.
 
-A channel is level-normalised, its frame-level features are computed in blocks of
+A channel's active-speech level is normalised, its frame-level features are computed in blocks of
 :data:`~voicecheck.constants.BLOCK_S` seconds (so that memory stays bounded on long
 calls) and summarised per segment of :data:`~voicecheck.constants.SEGMENT_S`
 seconds with :data:`~voicecheck.constants.SEGMENT_HOP_S` hop.
@@ -75,35 +75,38 @@ class SegmentFeatures:
         return self.speech_s >= MIN_SPEECH_S
 
 
-def normalise_level(y: np.ndarray, *, sr: int = ANALYSIS_SR_HZ) -> np.ndarray:
-    """Scale ``y`` so that its active-speech level is ``TARGET_LEVEL_DBFS``.
+def level_gain(y: np.ndarray) -> float:
+    """Gain that brings the active-speech level of ``y`` to ``TARGET_LEVEL_DBFS``.
 
     Parameters
     ----------
     y : np.ndarray, shape (n_samples,)
-        Mono audio, float32, full-scale units.
-    sr : int
-        Sample rate in Hz.
+        Mono audio at ``ANALYSIS_SR_HZ``, full-scale units.
 
     Returns
     -------
-    np.ndarray, shape (n_samples,), float32
-        The scaled audio (a new array); silence is returned unchanged.
+    float
+        Linear gain; 1.0 for silence.
+
+    Examples
+    --------
+    >>> import math
+    >>> import numpy as np
+    >>> y = 0.01 * np.sin(np.arange(8000) / 5).astype(np.float32)
+    >>> round(20 * math.log10(level_gain(y)), 1)  # a -43 dBFS tone is raised by 17 dB
+    17.0
     """
     n = y.size // HOP_LENGTH
-    if n == 0:
-        return y.astype(np.float32, copy=True)
+    if n == 0 or max(float(y.max()), -float(y.min())) < 10 ** (SILENCE_DBFS / 20):
+        return 1.0
     frames = y[: n * HOP_LENGTH].reshape(n, HOP_LENGTH)
     power = np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / HOP_LENGTH
     energy_db = 10 * np.log10(power + 1e-12)
     # Relative to the loudest frame only, so that the gain found does not depend on
-    # the input's own level; silence (all frames very quiet) is left alone.
-    if np.abs(y).max() < 10 ** (SILENCE_DBFS / 20):
-        return y.astype(np.float32, copy=True)
+    # the input's own level.
     active = energy_db > energy_db.max() - ACTIVITY_RANGE_DB
     level_db = 10 * np.log10(power[active].mean())
-    gain = np.float32(10 ** ((TARGET_LEVEL_DBFS - level_db) / 20))
-    return (y * gain).astype(np.float32, copy=False)
+    return float(10 ** ((TARGET_LEVEL_DBFS - level_db) / 20))
 
 
 def segment_bounds(n_frames: int) -> list[tuple[int, int]]:
@@ -134,11 +137,12 @@ def n_frames_of(n_samples: int) -> int:
     return 1 + (n_samples - FRAME_LENGTH) // HOP_LENGTH
 
 
-def iter_frame_blocks(y: np.ndarray, *, block_frames: int = BLOCK_FRAMES):
+def iter_frame_blocks(y: np.ndarray, *, gain: float = 1.0, block_frames: int = BLOCK_FRAMES):
     """Yield ``(first_frame, values)`` of frame-level features, block by block.
 
-    Each block is computed with ``CONTEXT_FRAMES`` frames of context on both sides,
-    which are dropped, so the stitched result equals a whole-clip computation.
+    Each block is scaled by ``gain`` and computed with ``CONTEXT_FRAMES`` frames of
+    context on both sides, which are dropped, so the stitched result equals a
+    whole-clip computation and no scaled copy of the whole recording is made.
     """
     total = n_frames_of(y.size)
     for f0 in range(0, total, block_frames):
@@ -146,7 +150,7 @@ def iter_frame_blocks(y: np.ndarray, *, block_frames: int = BLOCK_FRAMES):
         c0 = max(0, f0 - CONTEXT_FRAMES)
         c1 = min(total, f1 + CONTEXT_FRAMES)
         chunk = y[c0 * HOP_LENGTH : (c1 - 1) * HOP_LENGTH + FRAME_LENGTH]
-        values = features.frame_features(chunk, sr=ANALYSIS_SR_HZ).values
+        values = features.frame_features(chunk * np.float32(gain), sr=ANALYSIS_SR_HZ).values
         yield f0, values[:, f0 - c0 : f0 - c0 + (f1 - f0)]
 
 
@@ -164,7 +168,7 @@ def segment_features(y: np.ndarray, *, block_frames: int = BLOCK_FRAMES) -> Segm
     -------
     SegmentFeatures
     """
-    y = normalise_level(y)
+    gain = level_gain(y)
     names = frame_names()
     energy_row = names.index("energy_db")
     bounds = segment_bounds(n_frames_of(y.size))
@@ -173,7 +177,7 @@ def segment_features(y: np.ndarray, *, block_frames: int = BLOCK_FRAMES) -> Segm
     buffer = np.zeros((len(names), 0), np.float32)
     buffer_start = 0  # absolute index of the buffer's first frame
     next_seg = 0
-    for f0, values in iter_frame_blocks(y, block_frames=block_frames):
+    for f0, values in iter_frame_blocks(y, gain=gain, block_frames=block_frames):
         buffer = np.concatenate([buffer, values], axis=1) if buffer.size else values
         available = f0 + values.shape[1]
         while next_seg < len(bounds) and bounds[next_seg][1] <= available:

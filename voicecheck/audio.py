@@ -237,7 +237,7 @@ def load_audio(
         size_bytes=len(data),
         decoder=decoder,
     )
-    if not np.isfinite(samples).all():
+    if not np.isfinite(samples.sum(dtype=np.float64)):  # no temporary array
         bad = int((~np.isfinite(samples)).sum())
         raise InvalidSamplesError(
             f"audio holds {bad} NaN or infinite sample(s); expected finite samples", audio=info
@@ -277,7 +277,7 @@ def speech_seconds(y: np.ndarray, *, sr: int) -> tuple[float, float]:
         Seconds of 10 ms frames within ``ACTIVITY_RANGE_DB`` of the loudest
         frame and above ``ACTIVITY_FLOOR_DBFS``.
     """
-    peak = float(np.max(np.abs(y))) if y.size else 0.0
+    peak = max(float(y.max()), -float(y.min())) if y.size else 0.0
     peak_dbfs = 20 * math.log10(peak) if peak > 0 else -math.inf
     hop = max(1, int(round(sr * HOP_LENGTH / ANALYSIS_SR_HZ)))
     n = y.size // hop
