@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from voicecheck.analysis import feature_names
 
@@ -70,3 +71,39 @@ def _private_feature_cache(tmp_path_factory):
     import os
 
     os.environ["VOICECHECK_CACHE_DIR"] = str(tmp_path_factory.mktemp("feature-cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_manifest(tmp_path_factory, espeak_speech):
+    """4 sources, each with 3 'real' (harmonic) and 3 'cloned' (espeak-ng, 2 kinds) clips."""
+    root = tmp_path_factory.mktemp("corpus")
+    y_tts, sr_tts = espeak_speech
+    rows = ["path,label,system,source"]
+    for s in range(4):
+        for k in range(3):
+            real = root / f"s{s}_real{k}.wav"
+            sf.write(real, voiced(6.0, sr=16000, f0=110 + 25 * k + 5 * s, seed=s * 10 + k), 16000)
+            rows.append(f"{real.name},bonafide,bonafide,src{s}")
+            fake = root / f"s{s}_fake{k}.wav"
+            start = int((0.3 * k + 0.1 * s) * sr_tts)
+            if k < 2:
+                sf.write(fake, y_tts[start:], sr_tts)
+                rows.append(f"{fake.name},spoof,espeak-ng,src{s}")
+            else:  # a second "generator": the same voice played 12 % faster and higher
+                sf.write(fake, y_tts[start:], int(sr_tts * 1.12))
+                rows.append(f"{fake.name},spoof,espeak-ng-fast,src{s}")
+    (root / "list.csv").write_text("\n".join(rows) + "\n")
+    manifest = root / "m.yaml"
+    manifest.write_text(
+        f"""
+datasets:
+  - name: tiny
+    root: {root}
+    files: {{csv: list.csv}}
+    label: {{column: label}}
+    generator: {{column: system}}
+    source: {{column: source}}
+    group_by: source
+"""
+    )
+    return manifest

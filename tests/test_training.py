@@ -12,40 +12,8 @@ from voicecheck.cli import main
 from voicecheck.model import load_model
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory, espeak_speech):
-    """4 sources, each with 3 'real' (harmonic) and 3 'cloned' (espeak-ng) clips."""
-    root = tmp_path_factory.mktemp("corpus")
-    y_tts, sr_tts = espeak_speech
-    rows = ["path,label,system,source"]
-    for s in range(4):
-        for k in range(3):
-            real = root / f"s{s}_real{k}.wav"
-            sf.write(real, voiced(6.0, sr=16000, f0=110 + 25 * k + 5 * s, seed=s * 10 + k), 16000)
-            rows.append(f"{real.name},bonafide,bonafide,src{s}")
-            fake = root / f"s{s}_fake{k}.wav"
-            start = int((0.3 * k + 0.1 * s) * sr_tts)
-            sf.write(fake, y_tts[start:], sr_tts)
-            rows.append(f"{fake.name},spoof,espeak-ng,src{s}")
-    (root / "list.csv").write_text("\n".join(rows) + "\n")
-    manifest = root / "m.yaml"
-    manifest.write_text(
-        f"""
-datasets:
-  - name: tiny
-    root: {root}
-    files: {{csv: list.csv}}
-    label: {{column: label}}
-    generator: {{column: system}}
-    source: {{column: source}}
-    group_by: source
-"""
-    )
-    return manifest
-
-
 @pytest.mark.slow
-def test_train_then_evaluate(corpus, tmp_path):
+def test_train_then_evaluate(tiny_manifest, tmp_path):
     runner = CliRunner()
     out = tmp_path / "run"
     result = runner.invoke(
@@ -53,7 +21,7 @@ def test_train_then_evaluate(corpus, tmp_path):
         [
             "train",
             "--manifest",
-            str(corpus),
+            str(tiny_manifest),
             "--output",
             str(out),
             "--copies",
@@ -82,7 +50,7 @@ def test_train_then_evaluate(corpus, tmp_path):
     assert metrics["pooled"]["eer"] < 0.2
     assert 0 <= card["thresholds"]["human"] <= card["thresholds"]["cloned"] <= 1
 
-    report = tmp_path / "eval.json"
+    report = tmp_path / "eval"
     result = runner.invoke(
         main,
         [
@@ -90,9 +58,11 @@ def test_train_then_evaluate(corpus, tmp_path):
             "--model",
             str(out / "model.skops"),
             "--manifest",
-            str(corpus),
+            str(tiny_manifest),
             "--condition",
             "amr_nb",
+            "--condition",
+            "g711",
             "--jobs",
             "1",
             "--output",
@@ -100,16 +70,20 @@ def test_train_then_evaluate(corpus, tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "through amr_nb: EER" in result.output
-    evaluation = json.loads(report.read_text())
-    assert evaluation["condition"] == "amr_nb"
-    assert evaluation["pooled"]["n_real"] == 12 and evaluation["pooled"]["n_cloned"] == 12
-    assert set(evaluation["at_shipped_thresholds"]["cloned"]) == {"false_alarm_rate", "miss_rate"}
+    assert "shipped-model" in result.output and "amr_nb" in result.output
+    evaluation = json.loads((report / "metrics.json").read_text())
+    conditions = evaluation["protocols"]["shipped-model"]["conditions"]
+    assert set(conditions) == {"amr_nb", "g711"}
+    pooled = conditions["amr_nb"]["pooled"]
+    assert pooled["n_real"] == 12 and pooled["n_cloned"] == 12
+    assert set(pooled["at_threshold"]) >= {"cloned", "human", "eer"}
+    for name in ("report.md", "report.html", "det.png", "roc.png", "histograms.png", "scores.csv"):
+        assert (report / name).stat().st_size > 100
 
 
-def test_unknown_condition_is_a_readable_error(corpus):
+def test_unknown_condition_is_a_readable_error(tiny_manifest):
     result = CliRunner().invoke(
-        main, ["evaluate", "--manifest", str(corpus), "--condition", "g729"]
+        main, ["evaluate", "--manifest", str(tiny_manifest), "--condition", "g729"]
     )
     assert result.exit_code == 1
     assert "unknown condition 'g729'" in result.output
@@ -142,11 +116,11 @@ def test_training_needs_two_classes(tmp_path):
     assert "needs real and cloned clips" in result.output
 
 
-def test_same_seed_same_features(corpus):
+def test_same_seed_same_features(tiny_manifest):
     from voicecheck.manifest import load_manifest
     from voicecheck.training import build_table, training_chains
 
-    clips = load_manifest(corpus).clips()[:4]
+    clips = load_manifest(tiny_manifest).clips()[:4]
     a = build_table(clips, chains=training_chains, copies=1, seed=3, n_jobs=1)
     b = build_table(clips, chains=training_chains, copies=1, seed=3, n_jobs=1)
     np.testing.assert_array_equal(a.X, b.X)

@@ -362,7 +362,7 @@ def train(
     "--model",
     envvar="VOICECHECK_MODEL",
     type=click.Path(path_type=str),
-    help="A .skops model file (default: the shipped model).",
+    help="A .skops model file for the shipped protocol (default: the shipped model).",
 )
 @click.option(
     "--manifest",
@@ -372,50 +372,75 @@ def train(
 )
 @click.option("--dataset", "datasets", multiple=True, help="Use only these datasets (repeatable).")
 @click.option(
+    "--protocol",
+    "protocols",
+    multiple=True,
+    type=click.Choice(["shipped", "loso", "logo"]),
+    help="shipped: score with --model; loso / logo: train one model per held-out source or "
+    "generator family and score what it never saw (repeatable; default shipped).",
+)
+@click.option(
     "--condition",
-    default="g711",
-    show_default=True,
-    help="Phone channel both classes pass through (clean_16k, g711, amr_nb, opus, mp3).",
+    "conditions",
+    multiple=True,
+    help="Phone channel both classes pass through (repeatable; default: clean_16k, g711, "
+    "amr_nb, opus, mp3).",
 )
 @click.option(
     "--output",
     "-o",
-    type=click.Path(dir_okay=False, path_type=str),
-    help="Write the metrics as JSON here.",
+    default="runs/evaluation",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="Folder for the report (Markdown, HTML, plots, metrics.json, scores.csv).",
 )
+@click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--jobs", default=-1, show_default=True, type=int, help="Worker processes.")
 def evaluate(
     model: str | None,
     manifest: str,
     datasets: tuple[str, ...],
-    condition: str,
-    output: str | None,
+    protocols: tuple[str, ...],
+    conditions: tuple[str, ...],
+    output: str,
+    seed: int,
     jobs: int,
 ) -> None:
-    """Measure a model on the manifest's clips through one phone channel."""
-    from .training import evaluate as run_evaluate
+    """Measure detection honestly: grouped protocols under phone channels, with a report."""
+    from .evaluation import CONDITIONS, run
+    from .report import ScoreTable, write_report
 
+    protocols = protocols or ("shipped",)
+    card = _load_detector(model).card if "shipped" in protocols else None
     try:
-        report = run_evaluate(
-            model,
+        rows = run(
             manifest=manifest,
             datasets=list(datasets) or None,
-            condition=condition,
+            protocols=protocols,
+            conditions=conditions or CONDITIONS,
+            model_path=model,
+            seed=seed,
             n_jobs=jobs,
-            progress=_progress("Scoring"),
+            progress=_progress("Features"),
         )
     except VoiceCheckError as exc:
         _fail(str(exc))
-    text = json.dumps(report, indent=2) + "\n"
-    if output:
-        Path(output).write_text(text)
-    p = report["pooled"]
-    click.echo(
-        f"{report['model']} through {condition}: EER {p['eer']:.1%}, minDCF {p['min_dcf']:.3f}, "
-        f"ROC AUC {p['roc_auc']:.3f} ({p['n_real']} real, {p['n_cloned']} cloned clips)"
-    )
-    if not output:
-        click.echo(text, nl=False)
+    if not rows:
+        _fail("nothing was scored: no clip of the manifest could be decoded")
+    table = ScoreTable.from_records(rows)
+    write_report(table, output, title="voicecheck evaluation", model_card=card)
+    metrics = json.loads((Path(output) / "metrics.json").read_text())
+    for protocol, block in metrics["protocols"].items():
+        for condition, result in block["conditions"].items():
+            p = result["pooled"]
+            if p.get("eer") is None:
+                click.echo(f"{protocol:24s} {condition:10s} (one class only)")
+                continue
+            click.echo(
+                f"{protocol:24s} {condition:10s} EER {p['eer']:6.1%}  minDCF {p['min_dcf']:.3f}"
+                f"  AUC {p['roc_auc']:.3f}  ({p['n_real']} real, {p['n_cloned']} cloned)"
+            )
+    click.echo(f"report written to {output}/report.html")
 
 
 @main.command()

@@ -26,10 +26,10 @@ from . import channel as phone
 from .analysis import feature_names, segment_features
 from .audio import load_audio
 from .constants import ANALYSIS_SR_HZ
-from .errors import ChannelError, VoiceCheckError
+from .errors import VoiceCheckError
 from .manifest import Clip, load_manifest
-from .metrics import rates_at, summary, threshold_at_false_alarm, threshold_at_miss
-from .model import build_pipeline, feature_params, load_model, save_model
+from .metrics import summary, threshold_at_false_alarm, threshold_at_miss
+from .model import build_pipeline, feature_params, save_model
 
 FALSE_ALARM_TARGET = 0.01
 """The ``likely_cloned`` threshold allows at most this rate of false alarms on real voices."""
@@ -351,53 +351,3 @@ def train(config: TrainConfig, *, progress: Callable[[int, int], None] | None = 
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "skipped.json").write_text(json.dumps(table.skipped, indent=2) + "\n")
     return metrics
-
-
-def evaluate(
-    model_path: str | Path | None,
-    *,
-    manifest: str,
-    datasets: list[str] | None,
-    condition: str,
-    seed: int = 0,
-    n_jobs: int = -1,
-    progress: Callable[[int, int], None] | None = None,
-) -> dict:
-    """Score the manifest's clips through one named phone condition.
-
-    Parameters
-    ----------
-    model_path : path or None
-        Model to evaluate (``None``: the default model).
-    manifest : str
-        Path of the data manifest.
-    datasets : list of str or None
-        Datasets to use (all when None).
-    condition : str
-        A key of :data:`voicecheck.channel.PHONE_CONDITIONS`; real and cloned clips
-        pass through the same channel.
-    """
-    if condition not in phone.PHONE_CONDITIONS:
-        raise ChannelError(
-            f"unknown condition '{condition}'; expected one of: "
-            + ", ".join(sorted(phone.PHONE_CONDITIONS))
-        )
-    detector = load_model(model_path)
-    clips = load_manifest(manifest).clips(datasets)
-    chain = list(phone.PHONE_CONDITIONS[condition])
-    table = build_table(
-        clips, chains=lambda k, rng: chain, copies=1, seed=seed, n_jobs=n_jobs, progress=progress
-    )
-    scores, labels = clip_scores(table, detector.predict_proba(table.X))
-    return {
-        "model": detector.model_id,
-        "condition": condition,
-        "pooled": summary(scores, labels),
-        "at_shipped_thresholds": {
-            "cloned": rates_at(scores, labels, detector.thresholds.cloned),
-            "eer": rates_at(scores, labels, detector.thresholds.eer),
-        },
-        "per_source": breakdown(table, scores, labels, "source"),
-        "per_generator": breakdown(table, scores, labels, "generator"),
-        "n_skipped": len(table.skipped),
-    }
