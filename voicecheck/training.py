@@ -239,6 +239,29 @@ def breakdown(table: Table, scores: np.ndarray, labels: np.ndarray, key: str) ->
     return out
 
 
+def grouped_early_stopping(
+    table: Table, split: tuple[np.ndarray, np.ndarray], *, hgb: dict[str, Any], seed: int
+) -> int:
+    """Number of boosting iterations, chosen by early stopping on held-out groups.
+
+    The booster trains on one side of a grouped split and stops when the log-loss on
+    the other side (sources it never saw) stops improving.
+    """
+    train_rows, val_rows = split
+    patience = 20
+    probe = build_pipeline(
+        random_state=seed,
+        **{**hgb, "max_iter": 500, "early_stopping": True, "n_iter_no_change": patience},
+    )
+    probe.fit(
+        table.X[train_rows],
+        table.y[train_rows],
+        hgb__X_val=table.X[val_rows],
+        hgb__y_val=table.y[val_rows],
+    )
+    return max(10, int(probe[-1].n_iter_) - patience)
+
+
 def training_chains(copy_index: int, rng: np.random.Generator) -> list[Any]:
     """Random phone channel for each training copy (the same mix for both classes)."""
     return phone.random_chain(rng)
@@ -278,6 +301,7 @@ def train(config: TrainConfig, *, progress: Callable[[int, int], None] | None = 
     # Small corpora need small leaves, or the booster cannot split at all.
     hgb = {"min_samples_leaf": int(np.clip(table.X.shape[0] // 100, 5, 40)), **config.hgb}
     splits = list(GroupKFold(n_splits=min(config.folds, n_groups)).split(table.X, table.y, groups))
+    hgb["max_iter"] = grouped_early_stopping(table, splits[0], hgb=hgb, seed=config.seed)
     model = CalibratedClassifierCV(
         build_pipeline(random_state=config.seed, **hgb),
         method="sigmoid",
@@ -297,8 +321,10 @@ def train(config: TrainConfig, *, progress: Callable[[int, int], None] | None = 
     calibrator = model.calibrated_classifiers_[0].calibrators[0]
     oof = np.clip(calibrator.predict(raw), 0, 1)
     scores, labels = clip_scores(table, oof)
-    cloned_t = max(threshold_at_false_alarm(scores, labels, FALSE_ALARM_TARGET), CLONED_MIN_SCORE)
-    human_t = min(threshold_at_miss(scores, labels, MISS_TARGET), HUMAN_MAX_SCORE, cloned_t)
+    far_t = threshold_at_false_alarm(scores, labels, FALSE_ALARM_TARGET)
+    miss_t = threshold_at_miss(scores, labels, MISS_TARGET)
+    cloned_t = max(far_t, CLONED_MIN_SCORE)
+    human_t = min(miss_t, HUMAN_MAX_SCORE, cloned_t)
     pooled = summary(scores, labels)
     metrics = {
         "protocol": (
@@ -312,12 +338,15 @@ def train(config: TrainConfig, *, progress: Callable[[int, int], None] | None = 
         "n_segments": int(table.X.shape[0]),
         "n_clips": len(table.clips),
         "n_skipped": len(table.skipped),
+        "boosting_iterations": hgb["max_iter"],
         "train_seconds": round(time.time() - started, 1),
     }
     thresholds = {
         "cloned": round(cloned_t, 4),
         "human": round(human_t, 4),
         "eer": pooled["eer_threshold"],
+        "false_alarm_1pct": round(far_t, 4),
+        "miss_5pct": round(miss_t, 4),
     }
     card = {
         "name": config.name,

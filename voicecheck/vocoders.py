@@ -63,6 +63,10 @@ PEAK_LIMIT = 0.99
 MIN_DURATION_S = 0.1
 """Shortest input accepted, in seconds."""
 
+ANALYSIS_PEAK = 0.5
+"""Every input is scaled to this peak (full scale = 1) before analysis; the output is
+scaled back to the input's RMS level afterwards."""
+
 MIN_SR_HZ = 8_000
 MAX_SR_HZ = 48_000
 
@@ -87,7 +91,8 @@ FORMANT_RATIO_RANGE = (0.9, 1.1)
 """Range of a drawn ``world_shift`` formant ratio."""
 
 NOISE_SEED = 0
-"""Seed of the excitation noise when no ``rng`` is given, so a call without one is reproducible."""
+"""Seed of the excitation noise when no ``rng`` is given (so a call without one is
+reproducible), and of the fixed analysis dither of the LPC vocoder."""
 
 MLSA_PADE_ORDER = 5
 """Order of the Pade approximation in the MLSA filter (4 or 5; 5 is the more accurate)."""
@@ -97,20 +102,24 @@ MLSA_ENVELOPE_RANGE_DB = 60.0
 
 The MLSA filter's Pade approximation diverges when the envelope spans much more than
 about 80 dB (as band-limited telephone speech or a pure harmonic complex does at
-16-24 kHz); 60 dB keeps it stable at every rate with a margin and is inaudible.
+16-24 kHz); 60 dB keeps it stable at every rate with a margin and leaves the audible
+part of real speech alone.
 """
 
 LPC_BANDWIDTH_EXPANSION = 0.994
 """The LPC vocoder scales predictor coefficient k by this to the k-th power.
 
-It pulls every pole inside a circle of that radius (about 15 Hz of bandwidth at
-8 kHz), so frames that are nearly perfectly predictable (DC, a pure tone) still give
+It pulls every pole inside a circle of that radius (widening each formant by about
+15 Hz at 8 kHz, 30 Hz at 16 kHz), so frames that are nearly perfectly predictable (DC, a pure tone) still give
 a stable synthesis filter; speech codecs do the same.
 """
 
+LPC_NOISE_FLOOR_DB = 60.0
+"""Level of the white noise added to each LPC analysis frame, in dB under the frame's power."""
+
 UNSTABLE_GAIN = 1e4
-"""A raw vocoder output peaking this many times above the input's peak is a filter that
-diverged; it is refused (RuntimeError) rather than scaled down to noise."""
+"""A raw vocoder output peaking this many times above :data:`ANALYSIS_PEAK` comes from a
+filter that diverged; it is refused (RuntimeError) rather than scaled down to noise."""
 
 _F0_METHODS = ("dio", "harvest")
 
@@ -229,12 +238,11 @@ def _fit(x: np.ndarray, n: int) -> np.ndarray:
 def _finish(out: np.ndarray, y: np.ndarray, *, method: str) -> np.ndarray:
     """Fit ``out`` to ``y``'s length and RMS level, limit its peak, make it float32."""
     out = _fit(np.asarray(out, dtype=np.float64), len(y))
-    peak_in = float(np.max(np.abs(y)))
     peak = float(np.max(np.abs(out)))
-    if not peak <= UNSTABLE_GAIN * peak_in:  # also catches NaN
+    if not peak <= UNSTABLE_GAIN * ANALYSIS_PEAK:  # also catches NaN
         raise RuntimeError(
             f"vocoder {method!r} became unstable on this input: output peak {peak:.3g} "
-            f"against an input peak of {peak_in:.3g}"
+            f"for an analysed input peak of {ANALYSIS_PEAK:g}"
         )
     rms_in = math.sqrt(float(np.mean(np.square(y))))
     rms_out = math.sqrt(float(np.mean(np.square(out))))
@@ -279,8 +287,12 @@ def _world_analysis(
         f0 = pw.stonemask(x, f0, times, sr)
     fft_size = pw.get_cheaptrick_fft_size(sr, F0_FLOOR_HZ)
     sp = pw.cheaptrick(x, f0, times, sr, f0_floor=F0_FLOOR_HZ, fft_size=fft_size)
-    ap = pw.d4c(x, f0, times, sr, fft_size=fft_size) if aperiodicity else None
-    return f0, sp, ap
+    if not aperiodicity:
+        return f0, sp, None
+    # D4C returns NaN on a few pathological inputs (a loud pure tone at 24 kHz); call
+    # those bands aperiodic rather than let NaN reach the synthesis.
+    ap = np.nan_to_num(pw.d4c(x, f0, times, sr, fft_size=fft_size), nan=1.0)
+    return f0, sp, np.clip(ap, 0.0, 1.0)
 
 
 def _excitation(
@@ -486,8 +498,14 @@ def _lpc(
     coeffs[:, 0] = 1.0
     gains = np.zeros(n_frames)
     if active.any():
-        coeffs[active] = librosa.lpc(windowed[active], order=order, axis=-1)
+        # White noise LPC_NOISE_FLOOR_DB under each frame keeps a perfectly predictable
+        # frame (DC, a pure tone) from a singular fit; it is fixed, not drawn from rng.
+        floor = np.sqrt(energy[active, np.newaxis] * 10.0 ** (-LPC_NOISE_FLOOR_DB / 10))
+        dither = floor * np.random.default_rng(NOISE_SEED).standard_normal(windowed[active].shape)
+        coeffs[active] = librosa.lpc(windowed[active] + dither, order=order, axis=-1)
         coeffs *= LPC_BANDWIDTH_EXPANSION ** np.arange(order + 1)
+        active &= np.all(np.isfinite(coeffs), axis=1)
+        coeffs[~active] = np.eye(1, order + 1)
         # Residual power of each frame through its own inverse filter A(z).
         residual = np.zeros_like(windowed)
         for k in range(order + 1):
@@ -581,6 +599,9 @@ def resynthesize(
         draw a parameter and has no ``rng``, ``rng`` is not a numpy Generator, the
         rate is out of range, or the audio is not a 1-D floating-point array, is
         shorter than 0.1 s or holds NaN or infinity.
+    RuntimeError
+        If a synthesis filter diverged (output peak over :data:`UNSTABLE_GAIN` times the
+        analysed peak); not seen on speech, tones, noise, clicks or DC at 8-48 kHz.
     ImportError
         If pyworld (every method but ``griffin_lim``) or pysptk (``mlsa``) is missing.
 
@@ -615,7 +636,11 @@ def resynthesize(
             "np.random.default_rng(seed)"
         )
     x = _validate_audio(y, sr)
-    if not np.any(x):
+    peak = float(np.max(np.abs(x)))
+    if peak == 0.0:
         return np.zeros(len(x), dtype=np.float32)
-    out = _VOCODERS[method](x, sr=int(sr), rng=rng, **{**defaults, **params})
+    # Analyse at a fixed peak level: the vocoders do not depend on the level, except
+    # through the absolute thresholds of WORLD's estimators.
+    analysed = x * (ANALYSIS_PEAK / peak)
+    out = _VOCODERS[method](analysed, sr=int(sr), rng=rng, **{**defaults, **params})
     return _finish(out, x, method=method)
