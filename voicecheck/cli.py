@@ -466,5 +466,13 @@ def sample(path: str, text: str) -> None:
     click.echo(f"wrote {path}")
 
 
+def _register_corpus() -> None:
+    from .corpus import corpus_cli
+
+    main.add_command(corpus_cli, "corpus")
+
+
+_register_corpus()
+
 if __name__ == "__main__":  # pragma: no cover
     main()

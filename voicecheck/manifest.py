@@ -55,8 +55,18 @@ class Dataset:
     root: Path
     spec: dict[str, Any]
 
+    @property
+    def optional(self) -> bool:
+        """Whether a missing file list is skipped instead of being an error."""
+        return bool(self.spec.get("optional", False))
+
+    def available(self) -> bool:
+        """Whether the dataset's file list (CSV) or root folder exists."""
+        files = self.spec["files"]
+        return (self.root / files["csv"]).exists() if "csv" in files else self.root.is_dir()
+
     def clips(self) -> list[Clip]:
-        """List the dataset's clips, checking that each file exists."""
+        """List the dataset's clips."""
         files = self.spec["files"]
         if "csv" in files:
             rows = self._csv_rows(files)
@@ -132,9 +142,20 @@ class Manifest:
         raise ManifestError(f"no dataset '{name}' in {self.path}; it declares: {names}")
 
     def clips(self, names: list[str] | None = None) -> list[Clip]:
-        """All clips of the named datasets (all datasets when ``names`` is None)."""
-        chosen = self.datasets if not names else tuple(self.dataset(n) for n in names)
+        """All clips of the named datasets (all available datasets when ``names`` is None).
+
+        A dataset marked ``optional: true`` whose file list does not exist yet is
+        skipped when no names are given (see :meth:`missing_optional`).
+        """
+        if names:
+            chosen = tuple(self.dataset(n) for n in names)
+        else:
+            chosen = tuple(d for d in self.datasets if d not in self.missing_optional())
         return [c for d in chosen for c in d.clips()]
+
+    def missing_optional(self) -> tuple[Dataset, ...]:
+        """Optional datasets whose file list is not there (e.g. a corpus not built yet)."""
+        return tuple(d for d in self.datasets if d.optional and not d.available())
 
     def sha256(self, clips: list[Clip]) -> str:
         """Hash of the manifest text and of the clip list it resolves to."""

@@ -23,8 +23,11 @@ voices has to notice. ``resynthesize`` makes such a copy with one of
     the frame's f0 or by white noise, overlap-added: the classic "robotic" vocoder.
 
 Every output has the input's length and rate, is float32, is scaled to the input's
-RMS level and then, if needed, down to a peak of :data:`PEAK_LIMIT` full scale, and
-is time-aligned with the input. A method is deterministic for a given ``rng`` state.
+level (RMS above 70 Hz) and then, if needed, down to a peak of :data:`PEAK_LIMIT`
+full scale, and is time-aligned with the input. The input's DC offset is removed;
+the rumble below the lowest f0 that some recordings carry is dropped by ``world``,
+``world_shift`` and ``mlsa`` and kept by ``griffin_lim`` and ``lpc``. A method is
+deterministic for a given ``rng`` state.
 
 pyworld and pysptk are imported on first use, so the module loads without them.
 
@@ -53,19 +56,27 @@ from types import MappingProxyType, ModuleType
 
 import librosa
 import numpy as np
-from scipy.signal import lfilter
+from scipy.signal import butter, lfilter, sosfilt
 
 __all__ = ["DEFAULTS", "METHODS", "PEAK_LIMIT", "resynthesize"]
 
 PEAK_LIMIT = 0.99
 """Largest absolute sample value of an output, as a fraction of full scale."""
 
-MIN_DURATION_S = 0.1
+MIN_INPUT_S = 0.1
 """Shortest input accepted, in seconds."""
 
 ANALYSIS_PEAK = 0.5
-"""Every input is scaled to this peak (full scale = 1) before analysis; the output is
-scaled back to the input's RMS level afterwards."""
+"""Every input, its DC offset removed, is scaled to this peak (full scale = 1) before
+analysis; the output is scaled back to the input's level afterwards."""
+
+LEVEL_HIGHPASS_HZ = 70.0
+"""Levels are compared above this frequency (4th-order Butterworth high-pass).
+
+The vocoders do not reproduce DC or the rumble below the lowest f0 (WORLD drops it
+entirely), which in some real recordings carries half of the power; matching the
+full-band RMS would make the vocoded speech louder than the original speech.
+"""
 
 MIN_SR_HZ = 8_000
 MAX_SR_HZ = 48_000
@@ -110,8 +121,8 @@ LPC_BANDWIDTH_EXPANSION = 0.994
 """The LPC vocoder scales predictor coefficient k by this to the k-th power.
 
 It pulls every pole inside a circle of that radius (widening each formant by about
-15 Hz at 8 kHz, 30 Hz at 16 kHz), so frames that are nearly perfectly predictable (DC, a pure tone) still give
-a stable synthesis filter; speech codecs do the same.
+15 Hz at 8 kHz, 30 Hz at 16 kHz), so frames that are nearly perfectly predictable
+(DC, a pure tone) still give a stable synthesis filter; speech codecs do the same.
 """
 
 LPC_NOISE_FLOOR_DB = 60.0
@@ -214,11 +225,11 @@ def _validate_audio(y: object, sr: object) -> np.ndarray:
         raise ValueError(f"audio has shape {y.shape}; expected mono samples of shape (n,)")
     if y.size == 0:
         raise ValueError("audio is empty (0 samples); expected at least 0.1 s")
-    min_samples = math.ceil(MIN_DURATION_S * int(sr))
+    min_samples = math.ceil(MIN_INPUT_S * int(sr))
     if y.size < min_samples:
         raise ValueError(
             f"audio is {y.size / int(sr):.3f} s long ({y.size} samples at {sr} Hz); "
-            f"expected at least {MIN_DURATION_S:g} s ({min_samples} samples)"
+            f"expected at least {MIN_INPUT_S:g} s ({min_samples} samples)"
         )
     bad = int(np.count_nonzero(~np.isfinite(y)))
     if bad:
@@ -235,8 +246,17 @@ def _fit(x: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([x, np.zeros(n - len(x), dtype=x.dtype)])
 
 
-def _finish(out: np.ndarray, y: np.ndarray, *, method: str) -> np.ndarray:
-    """Fit ``out`` to ``y``'s length and RMS level, limit its peak, make it float32."""
+def _level(x: np.ndarray, *, sr: int) -> float:
+    """RMS of ``x`` above :data:`LEVEL_HIGHPASS_HZ`."""
+    peak = float(np.max(np.abs(x)))
+    if peak == 0.0:
+        return 0.0
+    sos = butter(4, LEVEL_HIGHPASS_HZ, btype="highpass", fs=sr, output="sos")
+    return peak * math.sqrt(float(np.mean(np.square(sosfilt(sos, x / peak)))))
+
+
+def _finish(out: np.ndarray, y: np.ndarray, *, sr: int, method: str) -> np.ndarray:
+    """Fit ``out`` to ``y``'s length and level, limit its peak, make it float32."""
     out = _fit(np.asarray(out, dtype=np.float64), len(y))
     peak = float(np.max(np.abs(out)))
     if not peak <= UNSTABLE_GAIN * ANALYSIS_PEAK:  # also catches NaN
@@ -244,10 +264,9 @@ def _finish(out: np.ndarray, y: np.ndarray, *, method: str) -> np.ndarray:
             f"vocoder {method!r} became unstable on this input: output peak {peak:.3g} "
             f"for an analysed input peak of {ANALYSIS_PEAK:g}"
         )
-    rms_in = math.sqrt(float(np.mean(np.square(y))))
-    rms_out = math.sqrt(float(np.mean(np.square(out))))
-    if rms_out > 0.0:
-        out = out * (rms_in / rms_out)
+    level_out = _level(out, sr=sr)
+    if level_out > 0.0:
+        out = out * (_level(y, sr=sr) / level_out)
     peak = float(np.max(np.abs(out)))
     if peak > PEAK_LIMIT:
         out = out * (PEAK_LIMIT / peak)
@@ -316,7 +335,7 @@ def _excitation(
     Returns
     -------
     np.ndarray, shape (n,)
-        float64 excitation whose mean power is 1 in every region.
+        float64 excitation with no DC and a mean power of about 1 in every region.
     """
     noise = rng.standard_normal(n)
     frames = np.arange(len(f0))
@@ -330,8 +349,10 @@ def _excitation(
     f0_samples = np.interp(position, frames, f0_filled)
     phase = np.cumsum(np.where(voiced, f0_samples / sr, 0.0))
     pulses = np.diff(np.floor(phase), prepend=0.0) > 0
-    # A pulse of height sqrt(period) once per period has unit mean power.
-    train = np.where(pulses, np.sqrt(sr / f0_samples), 0.0)
+    # A pulse of height sqrt(period) once per period has unit mean power; less its mean
+    # (1 / sqrt(period)) it has no DC, which the synthesis filters would pass as rumble.
+    period = sr / f0_samples
+    train = np.where(pulses, np.sqrt(period), 0.0) - 1.0 / np.sqrt(period)
     return np.where(voiced, train, noise)
 
 
@@ -561,7 +582,7 @@ def resynthesize(
     Parameters
     ----------
     y : np.ndarray, shape (n,)
-        Mono floating-point speech, at least :data:`MIN_DURATION_S` (0.1 s) long.
+        Mono floating-point speech, at least :data:`MIN_INPUT_S` (0.1 s) long.
     sr : int
         Sample rate of ``y`` in Hz, 8000 to 48000.
     method : str
@@ -575,7 +596,7 @@ def resynthesize(
         Overrides of the method's parameters, ``DEFAULTS[method]``:
 
         - ``world``: ``f0_method`` (``"dio"``, DIO + StoneMask, fast; or
-          ``"harvest"``, about 0.5 s per second of audio), ``frame_period_ms`` (5.0).
+          ``"harvest"``, 5-10 times slower), ``frame_period_ms`` (5.0).
         - ``world_shift``: as ``world``, plus ``pitch_semitones`` (-12 to 12; drawn in
           ±[1, 4]) and ``formant_ratio`` (0.7 to 1.4, > 1 raises the formants; drawn
           in [0.9, 1.1]).
@@ -588,9 +609,10 @@ def resynthesize(
     Returns
     -------
     np.ndarray, shape (n,)
-        float32 resynthesised speech at ``sr``, time-aligned with ``y``, at ``y``'s
-        RMS level unless that would put a peak above :data:`PEAK_LIMIT` (0.99), in
-        which case it is scaled down to that peak. Silence stays silence.
+        float32 resynthesised speech at ``sr``, time-aligned with ``y``, without DC,
+        at ``y``'s RMS level above :data:`LEVEL_HIGHPASS_HZ` (70 Hz) unless that
+        would put a peak above :data:`PEAK_LIMIT` (0.99), in which case it is scaled
+        down to that peak. Silence (or DC alone) gives silence.
 
     Raises
     ------
@@ -636,11 +658,10 @@ def resynthesize(
             "np.random.default_rng(seed)"
         )
     x = _validate_audio(y, sr)
+    # Analyse without DC at a fixed peak level: the vocoders do not depend on the level,
+    # except through the absolute thresholds of WORLD's estimators.
+    x = x - np.mean(x)
     peak = float(np.max(np.abs(x)))
-    if peak == 0.0:
-        return np.zeros(len(x), dtype=np.float32)
-    # Analyse at a fixed peak level: the vocoders do not depend on the level, except
-    # through the absolute thresholds of WORLD's estimators.
-    analysed = x * (ANALYSIS_PEAK / peak)
+    analysed = x * (ANALYSIS_PEAK / peak) if peak > 0.0 else x
     out = _VOCODERS[method](analysed, sr=int(sr), rng=rng, **{**defaults, **params})
-    return _finish(out, x, method=method)
+    return _finish(out, x, sr=int(sr), method=method)
