@@ -30,16 +30,23 @@ vocoded (label ``spoof``)
     (same speaker, same words, new waveform), one source per method.
 
 Balance: real sources are capped per source (clips and minutes, round-robin over
-speakers); the synthetic side gets as many minutes as the real side, a third of it
-vocoded, split evenly over the available TTS engines (round-robin over voices) and
-vocoders. A build is deterministic for a seed: the same sources give the same list
-of clips and, for deterministic engines (all of them on one machine), the same FLAC
-bytes. It is resumable: a clip's file name is a hash of (source, item, seed), files
-are written atomically, and a rebuild keeps the clips that exist.
+speakers; the US English Asterisk prompts get :data:`ENGLISH_WEIGHT` times the cap,
+as most real packages are not English); the synthetic side gets as many minutes as
+the real side, a third of it vocoded, split evenly over the available TTS engines
+and vocoders. Each TTS engine speaks its languages in the proportions of the real
+minutes (voices taking turns within a language), so that language gives the label
+away as little as the installed engines allow.
+
+A build is deterministic for a seed: the same sources give the same list of clips
+and, on one machine, the same FLAC bytes from every engine except the WORLD vocoders
+(``Source.deterministic``; pyworld's D4C draws noise from a per-process generator).
+It is resumable: a clip's file name is a hash of (source, item, seed), files are
+written atomically, and a rebuild keeps the clips that exist.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fnmatch
 import hashlib
@@ -117,6 +124,9 @@ VOCODED_SHARE = 1 / 3
 """Share of the synthetic minutes made by vocoders (the rest by TTS engines)."""
 SUBPROCESS_TIMEOUT_S = 120
 """Longest an engine may take for one clip, in seconds."""
+ENGLISH_WEIGHT = 3.0
+"""The US English IVR prompts (the detector's main domain) may give 3 times the clips
+and minutes of another real source: most real packages are not in English."""
 PROBE_CLIPS = 8
 """Clips per source in a build's first round, to measure their length before planning."""
 PEAK_LIMIT = 0.99
@@ -405,6 +415,8 @@ def _interleave(groups: dict[str, list[Item]], rng: np.random.Generator) -> list
 class Source:
     """One place clips come from: a package of recordings, a TTS engine or a vocoder.
 
+    ``deterministic`` says whether the same item always gives the same samples.
+
     Parameters
     ----------
     name : str
@@ -425,9 +437,12 @@ class Source:
         Part of a build when no sources are named.
     note : str
         Which files it keeps, or why it is opt-in.
+    weight : float
+        A real source's caps (clips and minutes) are this many times the size's.
     """
 
     engine = ""
+    deterministic = True
 
     def __init__(
         self,
@@ -442,8 +457,10 @@ class Source:
         licence_match: str = "*",
         default: bool = True,
         note: str = "",
+        weight: float = 1.0,
     ) -> None:
         self.name = name
+        self.weight = weight
         self.kind = kind
         self.family = family
         self.debian = debian
@@ -562,7 +579,6 @@ class RealSource(Source):
 
 
 ASTERISK_NON_SPEECH = re.compile(r"^(beep|beeperr|ascending-\dtone|descending-\dtone)$")
-_ASTERISK_VOICE_DIR = re.compile(r"^([a-z]{2})_[A-Z]{2}_([fm])_(\w+)$")
 
 
 class AsteriskSource(RealSource):
@@ -822,21 +838,51 @@ class TTSSource(Source):
         return None
 
     def items(self, rng: np.random.Generator, limit: int, real: Sequence[Item] = ()) -> list[Item]:
-        """Texts for every voice, round-robin over voices."""
+        """Texts for the voices, with languages in the proportions of the real clips.
+
+        Languages are weighted by the real minutes of the build in each language the
+        engine speaks (all voices alike when it speaks none of them), so that a
+        language does not give the label away; within a language the voices take
+        turns.
+        """
         voices = self.voices()
         if not voices or limit <= 0:
             return []
-        per_voice = math.ceil(limit / len(voices))
-        base = int(rng.integers(2**63))
-        groups = {}
+        by_lang: dict[str, list[Voice]] = defaultdict(list)
         for voice in voices:
+            by_lang[_lang(voice.language)].append(voice)
+        real_s = Counter()
+        for clip in real:
+            if clip.language in by_lang:
+                real_s[clip.language] += clip.duration_s or 0.0
+        if sum(real_s.values()) > 0:
+            weights = {lang: real_s[lang] for lang in by_lang if real_s[lang] > 0}
+        else:
+            weights = {lang: float(len(v)) for lang, v in by_lang.items()}
+        order = _weighted_order(weights, limit)
+        base = int(rng.integers(2**63))
+        voice_turns = {
+            lang: [by_lang[lang][i] for i in rng.permutation(len(by_lang[lang]))]
+            for lang in sorted(weights)
+        }
+        picks: list[Voice] = []
+        seen: Counter = Counter()
+        for lang in order:
+            turn = voice_turns[lang]
+            picks.append(turn[seen[lang] % len(turn)])
+            seen[lang] += 1
+        per_voice = Counter(v.id for v in picks)
+        made: dict[str, list[Item]] = {}
+        for voice in voices:
+            if voice.id not in per_voice:
+                continue
             # Per-voice generators: a voice's texts do not depend on which others exist.
             text_rng = np.random.default_rng(_int_seed(self.name, voice.id, base, "texts"))
             param_rng = np.random.default_rng(_int_seed(self.name, voice.id, base, "params"))
             texts = pick_texts(
-                text_rng, voice.language, per_voice, short_fraction=self.short_fraction
+                text_rng, voice.language, per_voice[voice.id], short_fraction=self.short_fraction
             )
-            groups[voice.id] = [
+            made[voice.id] = [
                 Item(
                     key=f"{voice.id}|{i}|{text}|{params}",
                     speaker=voice.speaker,
@@ -851,7 +897,31 @@ class TTSSource(Source):
                 for i, text in enumerate(texts)
                 for params in [self.draw_params(param_rng)]
             ]
-        return _interleave(groups, rng)[:limit]
+        used: Counter = Counter()
+        out = []
+        for voice in picks:
+            out.append(made[voice.id][used[voice.id]])
+            used[voice.id] += 1
+        return out
+
+
+def _weighted_order(weights: dict[str, float], n: int) -> list[str]:
+    """``n`` keys in proportion to their weights, evenly spread (smooth weighted round-robin).
+
+    >>> "".join(_weighted_order({"a": 2.0, "b": 1.0}, 6))
+    'abaaba'
+    """
+    keys = sorted(weights)
+    total = sum(weights[k] for k in keys)
+    credit = dict.fromkeys(keys, 0.0)
+    out = []
+    for _ in range(n):
+        for k in keys:
+            credit[k] += weights[k]
+        best = max(keys, key=lambda k: credit[k])
+        credit[best] -= total
+        out.append(best)
+    return out
 
 
 @cache
@@ -1384,6 +1454,12 @@ class VocodedSource(Source):
             note=f"real clips of this build through vocoders.resynthesize(method={method!r})",
         )
         self.method = method
+        # pyworld's D4C (the aperiodicity WORLD synthesis uses) adds noise from a
+        # generator whose state lives in the process, so its output depends on the
+        # calls made before: these two are reproducible in length, not in samples.
+        if method in ("world", "world_shift"):
+            self.deterministic = False
+            self.note += "; samples not bit-reproducible (pyworld D4C noise)"
 
     def missing(self) -> str | None:
         """voicecheck.vocoders and its back ends must import."""
@@ -1451,6 +1527,7 @@ def default_sources() -> list[Source]:
             language=language,
             licence_hint=licence,
             licence_match=match,
+            weight=ENGLISH_WEIGHT if language == "en" else 1.0,
         )
         for name, package, speaker, language, licence, match in asterisk
     ]
@@ -1506,6 +1583,14 @@ def _check_clip(y: np.ndarray, sr: int) -> tuple[str, str] | None:
     return None
 
 
+def _single_threaded():
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1)
+
+
 def _make_clip(source: Source, item: Item, output: str, seed: int) -> dict[str, Any]:
     """Make (or find) one clip; runs in a worker process."""
     cid = clip_id(source.name, item.key, seed)
@@ -1525,7 +1610,10 @@ def _make_clip(source: Source, item: Item, output: str, seed: int) -> dict[str, 
             path.unlink(missing_ok=True)  # unreadable: make it again
     rng = np.random.default_rng(_int_seed(cid, "render"))
     try:
-        y, sr = source.render(item, rng)
+        # One BLAS/OpenMP thread: results must not depend on how many a process has
+        # (joblib's workers get fewer than the main process; summation order changes).
+        with _single_threaded():
+            y, sr = source.render(item, rng)
     except Exception as exc:  # an engine or a file failed: skip this item, keep building
         return {"status": "rejected", "reason": "failed", "detail": f"{type(exc).__name__}: {exc}"}
     y = np.asarray(y, dtype=np.float32)
@@ -1820,10 +1908,12 @@ def build(
     per_real = plan.real_clips
     if plan.real_total is not None and real:
         per_real = max(1, min(per_real, plan.real_total // len(real)))
-    real_quotas = [
-        _Quota(s, s.items(_rng(seed, s.name), 4 * per_real), plan.real_minutes * 60, per_real)
-        for s in real
-    ]
+    real_quotas = []
+    for s in real:
+        n = max(1, round(per_real * s.weight))
+        real_quotas.append(
+            _Quota(s, s.items(_rng(seed, s.name), 4 * n), plan.real_minutes * 60 * s.weight, n)
+        )
     runner.fill("real", real_quotas, prior_s=1.5)
     real_s = sum(q.secs for q in real_quotas)
 
@@ -1850,7 +1940,12 @@ def build(
         for item, result in q.done
     ]
     synth_quotas = [
-        _Quota(s, s.items(_rng(seed, s.name), plan.tts_clips), tts_s / len(tts), plan.tts_clips)
+        _Quota(
+            s,
+            s.items(_rng(seed, s.name), plan.tts_clips, real=real_items),
+            tts_s / len(tts),
+            plan.tts_clips,
+        )
         for s in tts
     ] + [
         _Quota(
@@ -1875,6 +1970,7 @@ def build(
             "clips": len(source_rows),
             "minutes": round(q.secs / 60, 2),
             "speakers": len({r["speaker"] for r in source_rows}),
+            "deterministic": q.source.deterministic,
             "rejected": dict(sorted(q.rejected.items())),
             "rejected_example": dict(sorted(q.examples.items())),
             "packages": list(q.source.packages),
