@@ -90,6 +90,34 @@ def _clip_means(table: Table, row_scores: np.ndarray, rows: np.ndarray) -> dict[
     return {int(i): float(sums[i] / counts[i]) for i in np.flatnonzero(counts)}
 
 
+def _score_rows(
+    table: Table,
+    row_scores: np.ndarray,
+    rows: np.ndarray,
+    *,
+    condition: str,
+    protocol: str,
+    fold: str,
+) -> list[dict[str, Any]]:
+    """One result row per clip: its mean segment score and what the report groups by."""
+    out = []
+    for i, score in _clip_means(table, row_scores, rows).items():
+        c = table.clips[i]
+        out.append(
+            {
+                "score": score,
+                "label": int(c["label"] == "spoof"),
+                "generator": c["generator"],
+                "source": c["source"],
+                "condition": condition,
+                "protocol": protocol,
+                "fold": fold,
+                "path": c["path"],
+            }
+        )
+    return out
+
+
 def _fold_rows(
     train: Table,
     evals: dict[str, Table],
@@ -113,20 +141,7 @@ def _fold_rows(
             continue
         sel = np.flatnonzero(chosen[table.clip_of_row])
         probs = model.predict_proba(table.X[sel])[:, 1]
-        for i, score in _clip_means(table, probs, sel).items():
-            c = table.clips[i]
-            rows.append(
-                {
-                    "score": score,
-                    "label": int(c["label"] == "spoof"),
-                    "generator": c["generator"],
-                    "source": c["source"],
-                    "condition": condition,
-                    "protocol": protocol,
-                    "fold": fold,
-                    "path": c["path"],
-                }
-            )
+        rows += _score_rows(table, probs, sel, condition=condition, protocol=protocol, fold=fold)
     return rows
 
 
@@ -213,20 +228,14 @@ def shipped_scores(
         if table.X.shape[0] == 0:
             continue
         probs = detector.predict_proba(table.X)
-        for i, score in _clip_means(table, probs, np.arange(table.X.shape[0])).items():
-            c = table.clips[i]
-            rows.append(
-                {
-                    "score": score,
-                    "label": int(c["label"] == "spoof"),
-                    "generator": c["generator"],
-                    "source": c["source"],
-                    "condition": condition,
-                    "protocol": PROTOCOLS[2],
-                    "fold": "",
-                    "path": c["path"],
-                }
-            )
+        rows += _score_rows(
+            table,
+            probs,
+            np.arange(table.X.shape[0]),
+            condition=condition,
+            protocol=PROTOCOLS[2],
+            fold="",
+        )
     return rows
 
 
