@@ -184,17 +184,3 @@ def _percentiles(x: np.ndarray, q: tuple[float, ...]) -> list[float]:
         fraction = position - low
         result.append(float(ordered[low] + fraction * (ordered[high] - ordered[low])))
     return result
-
-
-def _percentiles(x: np.ndarray, q: tuple[float, ...]) -> list[float]:
-    """Return percentiles of a non-empty 1-D array, as ``np.percentile`` (linear), faster."""
-    ordered = np.sort(x)
-    last = ordered.size - 1
-    result = []
-    for percent in q:
-        position = percent / 100.0 * last
-        low = int(position)
-        high = min(low + 1, last)
-        fraction = position - low
-        result.append(float(ordered[low] + fraction * (ordered[high] - ordered[low])))
-    return result

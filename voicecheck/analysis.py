@@ -15,6 +15,7 @@ import numpy as np
 
 from voicecheck import features
 
+from .audio import frame_power
 from .constants import (
     ACTIVITY_RANGE_DB,
     ANALYSIS_SR_HZ,
@@ -96,11 +97,9 @@ def level_gain(y: np.ndarray) -> float:
     >>> round(20 * math.log10(level_gain(y)), 1)  # a -43 dBFS tone is raised by 17 dB
     17.0
     """
-    n = y.size // HOP_LENGTH
-    if n == 0 or max(float(y.max()), -float(y.min())) < 10 ** (SILENCE_DBFS / 20):
+    if y.size < HOP_LENGTH or max(float(y.max()), -float(y.min())) < 10 ** (SILENCE_DBFS / 20):
         return 1.0
-    frames = y[: n * HOP_LENGTH].reshape(n, HOP_LENGTH)
-    power = np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / HOP_LENGTH
+    power = frame_power(y, hop=HOP_LENGTH)
     energy_db = 10 * np.log10(power + 1e-12)
     # Relative to the loudest frame only, so that the gain found does not depend on
     # the input's own level.

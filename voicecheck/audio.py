@@ -259,6 +259,19 @@ def load_audio(
     return audio
 
 
+def frame_power(y: np.ndarray, *, hop: int) -> np.ndarray:
+    """Mean square of consecutive, non-overlapping frames of ``hop`` samples.
+
+    Returns
+    -------
+    np.ndarray, shape (len(y) // hop,), float64
+        Power per frame in full-scale units (no temporary copy of ``y``).
+    """
+    n = y.size // hop
+    frames = y[: n * hop].reshape(n, hop)
+    return np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / hop
+
+
 def speech_seconds(y: np.ndarray, *, sr: int) -> tuple[float, float]:
     """Measure peak level and amount of active speech.
 
@@ -280,11 +293,9 @@ def speech_seconds(y: np.ndarray, *, sr: int) -> tuple[float, float]:
     peak = max(float(y.max()), -float(y.min())) if y.size else 0.0
     peak_dbfs = 20 * math.log10(peak) if peak > 0 else -math.inf
     hop = max(1, int(round(sr * HOP_LENGTH / ANALYSIS_SR_HZ)))
-    n = y.size // hop
-    if n == 0:
+    if y.size < hop:
         return peak_dbfs, 0.0
-    frames = y[: n * hop].reshape(n, hop)
-    energy_db = 10 * np.log10(np.einsum("ij,ij->i", frames, frames) / hop + 1e-12)
+    energy_db = 10 * np.log10(frame_power(y, hop=hop) + 1e-12)
     active = (energy_db > energy_db.max() - ACTIVITY_RANGE_DB) & (energy_db > ACTIVITY_FLOOR_DBFS)
     return peak_dbfs, float(active.sum() * hop / sr)
 

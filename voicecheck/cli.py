@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -134,24 +135,18 @@ def score(
         raise click.UsageError("give at least one FILE or --input-list")
     detector = _load_detector(model)
     rows: list[dict[str, Any]] = []
-    bar = (
+    progress = (
         click.progressbar(paths, label="Scoring", file=sys.stderr, show_pos=True)
         if len(paths) > 1
-        else None
+        else contextlib.nullcontext(paths)
     )
-    iterator = bar if bar is not None else paths
-    try:
-        if bar is not None:
-            bar.__enter__()
+    with progress as iterator:
         for path in iterator:
             try:
                 result = analyze(path, detector, max_duration_s=max_duration)
                 rows.append(_row(path, result.to_dict(segments=segments), None))
             except VoiceCheckError as exc:
                 rows.append(_row(path, None, exc))
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
     text = {"table": _table, "json": _json, "csv": _csv}[fmt](rows, segments=segments)
     if output:
         try:

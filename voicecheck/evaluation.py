@@ -30,7 +30,7 @@ from . import channel as phone
 from .errors import ChannelError, VoiceCheckError
 from .manifest import Clip, load_manifest
 from .model import build_pipeline, load_model
-from .training import Table, build_table, training_chains
+from .training import Table, booster_params, build_table, training_chains
 
 CONDITIONS = ("clean_16k", "g711", "amr_nb", "opus", "mp3")
 PROTOCOLS = ("leave-one-source-out", "leave-one-generator-out", "shipped-model")
@@ -168,7 +168,7 @@ def cross_validated_scores(
         clips, chains=training_chains, copies=copies, seed=seed, n_jobs=n_jobs, progress=progress
     )
     evals = condition_tables(clips, conditions, seed=seed + 1, n_jobs=n_jobs, progress=progress)
-    hgb = {"min_samples_leaf": int(np.clip(train.X.shape[0] // 100, 5, 40)), **(hgb or {})}
+    hgb = booster_params(train.X.shape[0], hgb)
     groups = sorted({c["group"] for c in train.clips})
     rows: list[dict[str, Any]] = []
     loso, logo = PROTOCOLS[0], PROTOCOLS[1]

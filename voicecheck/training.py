@@ -239,6 +239,14 @@ def breakdown(table: Table, scores: np.ndarray, labels: np.ndarray, key: str) ->
     return out
 
 
+def booster_params(n_rows: int, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Booster settings for ``n_rows`` training rows.
+
+    Small corpora need small leaves, or the booster cannot split at all.
+    """
+    return {"min_samples_leaf": int(np.clip(n_rows // 100, 5, 40)), **(overrides or {})}
+
+
 def grouped_early_stopping(
     table: Table, split: tuple[np.ndarray, np.ndarray], *, hgb: dict[str, Any], seed: int
 ) -> int:
@@ -306,8 +314,7 @@ def train(config: TrainConfig, *, progress: Callable[[int, int], None] | None = 
             f"training needs real and cloned clips from at least 2 groups; got {n_groups} "
             f"group(s) and labels {sorted(set(table.y.tolist()))}"
         )
-    # Small corpora need small leaves, or the booster cannot split at all.
-    hgb = {"min_samples_leaf": int(np.clip(table.X.shape[0] // 100, 5, 40)), **config.hgb}
+    hgb = booster_params(table.X.shape[0], config.hgb)
     splits = list(GroupKFold(n_splits=min(config.folds, n_groups)).split(table.X, table.y, groups))
     hgb["max_iter"] = grouped_early_stopping(table, splits[0], hgb=hgb, seed=config.seed)
     model = CalibratedClassifierCV(
