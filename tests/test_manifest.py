@@ -80,10 +80,43 @@ datasets:
     assert (b.label, b.generator) == ("bonafide", "bonafide")
 
 
+def test_derived_dataset_shares_the_groups_of_its_parent(tmp_path):
+    (tmp_path / "real.csv").write_text("file,repo\nx.wav,demo-a\ny.wav,demo-b\n")
+    (tmp_path / "copies.csv").write_text("file,repo\nx.wav,demo-a\n")
+    m = load_manifest(
+        write(
+            tmp_path,
+            """
+datasets:
+  - name: pool
+    root: .
+    files: {csv: real.csv, path_column: file}
+    label: bonafide
+    source: {column: repo}
+  - name: pool-vocoded
+    root: .
+    files: {csv: copies.csv, path_column: file}
+    label: spoof
+    generator: hifigan
+    source: {column: repo}
+    group_with: pool
+""",
+        )
+    )
+    real_a, real_b, copy_a = m.clips()
+    assert copy_a.dataset == "pool-vocoded"
+    assert copy_a.group == real_a.group == "pool:demo-a" != real_b.group
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         ("foo: 1", "top-level 'datasets'"),
+        (
+            "datasets:\n  - name: a\n    root: .\n    files: {glob: '*'}\n    label: spoof\n"
+            "    group_with: b\n",
+            "'group_with' is 'b', which is not a dataset",
+        ),
         ("datasets:\n  - root: x\n", "has no 'name'"),
         ("datasets:\n  - name: a\n    files: {glob: '*'}\n    label: spoof\n", "'a' has no 'root'"),
         (

