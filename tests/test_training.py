@@ -125,3 +125,54 @@ def test_same_seed_same_features(tiny_manifest):
     b = build_table(clips, chains=training_chains, copies=1, seed=3, n_jobs=1)
     np.testing.assert_array_equal(a.X, b.X)
     assert [c["chain"] for c in a.clips] == [c["chain"] for c in b.clips]
+
+
+def _table(cells: dict[tuple[str, int], int]):
+    from voicecheck.training import Table
+
+    X, y, clip_of_row, clips = [], [], [], []
+    for (group, label), n_clips in cells.items():
+        for _ in range(n_clips):
+            clips.append({"group": group, "label": "spoof" if label else "bonafide"})
+            for _ in range(3):  # three segment rows per clip
+                X.append([len(clips) - 1.0])
+                y.append(label)
+                clip_of_row.append(len(clips) - 1)
+    return Table(
+        X=np.array(X), y=np.array(y), clip_of_row=np.array(clip_of_row), clips=clips, skipped=[]
+    )
+
+
+def test_balanced_rows_cap_every_cell_at_the_median_and_keep_small_cells_whole():
+    from voicecheck.training import balanced_rows
+
+    table = _table({("big", 0): 40, ("big", 1): 4, ("mid", 0): 5, ("mid", 1): 6, ("small", 1): 1})
+    keep = balanced_rows(table, seed=3)
+    groups = np.array([c["group"] for c in table.clips])[table.clip_of_row]
+    kept = {
+        (g, y): int(keep[(groups == g) & (table.y == y)].sum())
+        for g, y in [("big", 0), ("big", 1), ("mid", 0), ("mid", 1), ("small", 1)]
+    }
+    assert kept == {
+        ("big", 0): 15,
+        ("big", 1): 12,
+        ("mid", 0): 15,
+        ("mid", 1): 15,
+        ("small", 1): 3,
+    }  # median cell: 5 clips x 3 rows
+    np.testing.assert_array_equal(keep, balanced_rows(table, seed=3))
+    assert not np.array_equal(keep, balanced_rows(table, seed=4))
+
+
+def test_subset_drops_rowless_clips_and_keeps_rows_with_their_clip():
+    from voicecheck.training import subset
+
+    table = _table({("a", 0): 3, ("a", 1): 2})
+    rows = np.zeros(len(table.y), dtype=bool)
+    rows[[0, 1, 9, 14]] = True  # clip 0 (two rows), clip 3 (one), clip 4 (one)
+    part = subset(table, rows)
+    assert len(part.clips) == 3
+    assert part.clip_of_row.tolist() == [0, 0, 1, 2]
+    # each row still points at its own clip (X holds the original clip index)
+    original = {id(c): k for k, c in enumerate(table.clips)}
+    assert [original[id(part.clips[i])] for i in part.clip_of_row] == part.X[:, 0].tolist()

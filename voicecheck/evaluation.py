@@ -30,7 +30,14 @@ from . import channel as phone
 from .errors import ChannelError, VoiceCheckError
 from .manifest import Clip, load_manifest
 from .model import build_pipeline, load_model
-from .training import Table, booster_params, build_table, training_chains
+from .training import (
+    Table,
+    balanced_rows,
+    booster_params,
+    build_table,
+    subset,
+    training_chains,
+)
 
 CONDITIONS = ("clean_16k", "g711", "amr_nb", "opus", "mp3")
 PROTOCOLS = ("leave-one-source-out", "leave-one-generator-out", "shipped-model")
@@ -173,6 +180,7 @@ def cross_validated_scores(
     train = build_table(
         clips, chains=training_chains, copies=copies, seed=seed, n_jobs=n_jobs, progress=progress
     )
+    train = subset(train, balanced_rows(train, seed=seed))
     evals = condition_tables(clips, conditions, seed=seed + 1, n_jobs=n_jobs, progress=progress)
     hgb = booster_params(train.X.shape[0], hgb)
     groups = sorted({c["group"] for c in train.clips})
