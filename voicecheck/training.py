@@ -25,7 +25,7 @@ from . import __version__
 from . import channel as phone
 from .analysis import feature_names, segment_features
 from .audio import load_audio
-from .constants import ANALYSIS_SR_HZ
+from .constants import ANALYSIS_SR_HZ, cache_root
 from .errors import VoiceCheckError
 from .manifest import Clip, load_manifest
 from .metrics import summary, threshold_at_false_alarm, threshold_at_miss
@@ -90,8 +90,8 @@ def clip_rows(clip: Clip, *, chain: Sequence[Any], seed: int) -> np.ndarray:
 
 def cache_dir() -> Path | None:
     """Folder of the feature cache (``VOICECHECK_CACHE_DIR``; empty disables it)."""
-    value = os.environ.get("VOICECHECK_CACHE_DIR", str(Path.home() / ".cache" / "voicecheck"))
-    return Path(value) / "features" if value else None
+    root = cache_root()
+    return root / "features" if root is not None else None
 
 
 def _cache_key(clip: Clip, chain: Sequence[Any], seed: int) -> str:
