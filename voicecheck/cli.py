@@ -461,13 +461,17 @@ def sample(path: str, text: str) -> None:
     click.echo(f"wrote {path}")
 
 
-def _register_corpus() -> None:
+def _register_subcommands() -> None:
     from .corpus import corpus_cli
+    from .service.cli import audit, keys, serve
 
     main.add_command(corpus_cli, "corpus")
+    main.add_command(serve, "serve")
+    main.add_command(keys, "keys")
+    main.add_command(audit, "audit")
 
 
-_register_corpus()
+_register_subcommands()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,277 @@
+"""``/v1`` scoring endpoints: analyze one recording, a batch, and read a stored result."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Response, g, jsonify, request, url_for
+
+from voicecheck.errors import AudioTooLongError, VoiceCheckError
+from voicecheck.scoring import analyze
+
+from . import Service, service
+from .audit import request_row
+from .auth import ForbiddenError, check_key, check_rate
+from .problems import SUPPORTED_TYPES, NotFoundError, RequestError, TooLargeError
+from .store import iso, new_id
+
+bp = Blueprint("api", __name__, url_prefix="/v1")
+
+
+def requires(scope: str, *, counted: bool = True) -> Callable:
+    """Check the Bearer key, its ``scope`` and (when ``counted``) its rate limit."""
+
+    def wrap(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            svc = service()
+            g.key = check_key(svc.store, request.headers.get("Authorization"))
+            if not g.key.allows(scope):
+                raise ForbiddenError(
+                    f"key {g.key.name!r} lacks the {scope!r} scope this endpoint needs "
+                    f"(it has: {', '.join(sorted(g.key.scopes))})"
+                )
+            if counted:
+                check_rate(svc.store, g.key, svc.settings.rate_limit)
+            return view(*args, **kwargs)
+
+        return inner
+
+    return wrap
+
+
+@dataclass
+class Upload:
+    """One uploaded recording."""
+
+    data: bytes
+    filename: str | None
+    content_type: str | None
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 of the uploaded bytes, hex."""
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def _check_size(svc: Service, upload: Upload) -> Upload:
+    if len(upload.data) > svc.settings.max_upload_bytes:
+        raise TooLargeError(
+            f"{upload.filename or 'the upload'} is {len(upload.data) / 1024 / 1024:.1f} MiB; "
+            f"at most {svc.settings.max_upload_mb:g} MiB is accepted per file",
+            filename=upload.filename,
+        )
+    return upload
+
+
+def _media_type() -> str:
+    return (request.mimetype or "").lower()
+
+
+def uploads(svc: Service, *, field: str = "file", many: bool = False) -> list[Upload]:
+    """The recordings in this request: multipart ``field`` parts, or the raw body.
+
+    Raises
+    ------
+    RequestError, TooLargeError, UnsupportedFormatError
+    """
+    mt = _media_type()
+    if mt == "multipart/form-data":
+        parts = request.files.getlist(field)
+        if not parts:
+            others = ", ".join(sorted(request.files)) or "none"
+            raise RequestError(f"the multipart body has no {field!r} part (parts found: {others})")
+        if not many and len(parts) > 1:
+            raise RequestError(
+                f"send one {field!r} part here; use /v1/analyze/batch for several files"
+            )
+        out = []
+        for part in parts:
+            data = part.stream.read(svc.settings.max_upload_bytes + 1)
+            out.append(_check_size(svc, Upload(data, part.filename or None, part.mimetype or None)))
+        return out
+    if not mt:
+        raise RequestError(
+            "send the recording as multipart/form-data (field 'file') or as the raw body "
+            "with an audio Content-Type"
+        )
+    if mt not in SUPPORTED_TYPES and not mt.startswith("audio/"):
+        from voicecheck.errors import UnsupportedFormatError
+
+        raise UnsupportedFormatError(
+            f"Content-Type {mt} is not an audio type; send multipart/form-data or one of the "
+            "supported types"
+        )
+    if many:
+        raise RequestError(f"send several files as multipart/form-data parts named {field!r}")
+    if (
+        request.content_length is not None
+        and request.content_length > svc.settings.max_upload_bytes
+    ):
+        raise TooLargeError(
+            f"the body is {request.content_length / 1024 / 1024:.1f} MiB; at most "
+            f"{svc.settings.max_upload_mb:g} MiB is accepted per file"
+        )
+    data = request.get_data(cache=False)
+    name = request.headers.get("X-Filename") or None
+    return [_check_size(svc, Upload(data, name[:500] if name else None, mt))]
+
+
+def retain(svc: Service, upload: Upload) -> str | None:
+    """Keep the uploaded bytes when the retention setting asks for it; returns the path."""
+    if not svc.settings.retain_audio:
+        return None
+    digest = upload.sha256
+    path = Path(svc.settings.data_dir) / "audio" / digest[:2] / digest
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".part")
+        tmp.write_bytes(upload.data)
+        tmp.replace(path)
+    return str(path)
+
+
+def analysis_body(row: dict[str, Any]) -> dict[str, Any]:
+    """The public JSON of a stored analysis row."""
+    result = json.loads(row["result"])
+    body: dict[str, Any] = {
+        "id": row["id"],
+        "url": url_for("api.get_analysis", analysis_id=row["id"]),
+        "created_at": iso(row["created_at"]),
+        "filename": row["filename"],
+        "sha256": row["sha256"],
+        "size_bytes": row["size_bytes"],
+    }
+    if row.get("job_id"):
+        body["job_id"] = row["job_id"]
+    body.update(result)
+    return body
+
+
+def score_upload(
+    svc: Service, upload: Upload, *, max_duration_s: float, job_id: str | None = None
+) -> tuple[dict[str, Any] | None, VoiceCheckError | None, dict[str, Any]]:
+    """Score one upload; returns (analysis row, error, audit fields) — one of the first two."""
+    started = time.perf_counter()
+    digest = upload.sha256
+    audit: dict[str, Any] = {
+        "filename": upload.filename,
+        "sha256": digest,
+        "size_bytes": len(upload.data),
+        "model_id": svc.detector.model_id,
+        "job_id": job_id,
+    }
+    try:
+        result = analyze(upload.data, svc.detector, max_duration_s=max_duration_s)
+    except VoiceCheckError as exc:
+        audio = exc.details.get("audio")
+        if isinstance(exc, AudioTooLongError) and job_id is None:
+            exc.message += "; send longer recordings to POST /v1/jobs"
+        audit.update(
+            status=exc.status,
+            outcome=exc.code,
+            duration_s=getattr(audio, "duration_s", None),
+            processing_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        svc.metrics.errors.labels(exc.code).inc()
+        return None, exc, audit
+    body = result.to_dict()
+    analysis_id = new_id("an")
+    row = {
+        "id": analysis_id,
+        "created_at": time.time(),
+        "key_id": g.key.id if g.get("key") else None,
+        "request_id": g.get("request_id"),
+        "job_id": job_id,
+        "filename": upload.filename,
+        "sha256": digest,
+        "size_bytes": len(upload.data),
+        "verdict": result.verdict,
+        "score": result.score,
+        "model_id": result.model["id"],
+        "result": json.dumps(body),
+        "audio_path": retain(svc, upload),
+    }
+    audit.update(
+        status=200,
+        outcome="ok",
+        duration_s=round(float(result.audio["duration_s"]), 3),
+        processing_ms=result.processing_ms,
+        verdict=result.verdict,
+        score=result.score,
+        analysis_id=analysis_id,
+    )
+    svc.metrics.verdicts.labels(result.verdict).inc()
+    svc.metrics.audio_seconds.inc(float(result.audio["duration_s"]))
+    return row, None, audit
+
+
+def _analyze_and_store(
+    svc: Service, upload: Upload
+) -> tuple[dict[str, Any] | None, VoiceCheckError | None]:
+    row, error, fields = score_upload(svc, upload, max_duration_s=svc.settings.max_sync_duration_s)
+    if error is not None:
+        svc.store.write_audit([request_row(**fields)])
+        return None, error
+    svc.store.save_analysis(row, request_row(**fields))
+    return row, None
+
+
+@bp.post("/analyze")
+@requires("analyze")
+def analyze_one() -> Response:
+    """Score one recording and answer with its analysis."""
+    svc = service()
+    (upload,) = uploads(svc)
+    row, error = _analyze_and_store(svc, upload)
+    g.audited = True
+    if error is not None:
+        g.error_code = error.code
+        raise error
+    assert row is not None
+    return jsonify(analysis_body(row))
+
+
+@bp.post("/analyze/batch")
+@requires("analyze")
+def analyze_batch() -> Response:
+    """Score several recordings (multipart parts named ``file``); one result per file."""
+    svc = service()
+    files = uploads(svc, many=True)
+    if len(files) > svc.settings.max_batch_files:
+        raise RequestError(
+            f"the batch holds {len(files)} files; at most {svc.settings.max_batch_files} are "
+            "accepted here (send more as a job: POST /v1/jobs)",
+            max_files=svc.settings.max_batch_files,
+        )
+    results: list[dict[str, Any]] = []
+    for index, upload in enumerate(files):
+        row, error = _analyze_and_store(svc, upload)
+        g.audited = True
+        if error is not None:
+            problem = error.to_problem()
+            problem.update(index=index, filename=upload.filename, sha256=upload.sha256)
+            results.append({"index": index, "filename": upload.filename, "error": problem})
+        else:
+            assert row is not None
+            results.append({"index": index, **analysis_body(row)})
+    failed = sum(1 for r in results if "error" in r)
+    return jsonify({"count": len(results), "failed": failed, "results": results})
+
+
+@bp.get("/analyses/<analysis_id>")
+@requires("read", counted=False)
+def get_analysis(analysis_id: str) -> Response:
+    """A stored analysis, to the key that made it (or an admin key)."""
+    svc = service()
+    row = svc.store.get_analysis(analysis_id)
+    if row is None or not (g.key.allows("admin") or row["key_id"] == g.key.id):
+        raise NotFoundError(f"no analysis {analysis_id!r} is visible to this key")
+    return jsonify(analysis_body(row))

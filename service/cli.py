@@ -1,0 +1,291 @@
+"""``voicecheck serve``, ``voicecheck keys`` and ``voicecheck audit``."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from voicecheck.errors import VoiceCheckError
+
+_store_options = [
+    click.option(
+        "--data-dir",
+        envvar="VOICECHECK_DATA_DIR",
+        type=click.Path(file_okay=False, path_type=str),
+        help="Data folder (database, job uploads). Default: ~/.local/share/voicecheck.",
+    ),
+    click.option(
+        "--database-url",
+        envvar="VOICECHECK_DATABASE_URL",
+        help="SQLAlchemy URL of the store (default: SQLite in the data folder).",
+    ),
+]
+
+
+def store_options(f):  # noqa: ANN001, ANN201
+    """Add --data-dir and --database-url to a command."""
+    for option in reversed(_store_options):
+        f = option(f)
+    return f
+
+
+def _overrides(data_dir: str | None, database_url: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if data_dir:
+        out["data_dir"] = data_dir
+    if database_url:
+        out["database_url"] = database_url
+    return out
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+def _open_store(data_dir: str | None, database_url: str | None):  # noqa: ANN202
+    from .settings import load_settings
+    from .store import Store
+
+    try:
+        settings = load_settings(_overrides(data_dir, database_url))
+        return Store(settings.database)
+    except VoiceCheckError as exc:
+        _fail(str(exc))
+
+
+def _when(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+@click.command()
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="VOICECHECK_HOST",
+    help="Address to listen on (0.0.0.0 for every interface).",
+)
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    envvar="VOICECHECK_PORT",
+    help="TCP port.",
+)
+@click.option(
+    "--workers",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    envvar="VOICECHECK_WORKERS",
+    help="gunicorn worker processes (about one per core).",
+)
+@click.option(
+    "--threads",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    envvar="VOICECHECK_THREADS",
+    help="Threads per worker (more than 1: gthread workers).",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    default=120,
+    show_default=True,
+    type=click.IntRange(10),
+    envvar="VOICECHECK_TIMEOUT_S",
+    help="Seconds before a silent worker is restarted.",
+)
+@click.option(
+    "--model",
+    envvar="VOICECHECK_MODEL",
+    type=click.Path(path_type=str),
+    help="A .skops model file (default: the model shipped with voicecheck).",
+)
+@click.option("--access-log", is_flag=True, help="Also write gunicorn's access log.")
+@store_options
+def serve(
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    timeout_s: int,
+    model: str | None,
+    access_log: bool,
+    data_dir: str | None,
+    database_url: str | None,
+) -> None:
+    """Start the HTTP API under gunicorn (foreground; stop with Ctrl-C or SIGTERM).
+
+    Every other setting comes from VOICECHECK_* environment variables or the instance
+    file <data dir>/voicecheck.toml (see the README).
+    """
+    from .server import serve as run
+
+    overrides = _overrides(data_dir, database_url)
+    if model:
+        overrides["model"] = model
+    shown = "localhost" if host in {"127.0.0.1", "::1"} else host
+    click.echo(
+        f"voicecheck API on http://{shown}:{port}/ (docs: /docs, health: /healthz); "
+        "create a key with `voicecheck keys create NAME`",
+        err=True,
+    )
+    try:
+        run(
+            host=host,
+            port=port,
+            workers=workers,
+            threads=threads,
+            timeout_s=timeout_s,
+            overrides=overrides,
+            access_log=access_log,
+        )
+    except VoiceCheckError as exc:
+        _fail(str(exc))
+
+
+@click.group()
+def keys() -> None:
+    """Create, list and revoke API keys."""
+
+
+@keys.command("create")
+@click.argument("name")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=click.Choice(["analyze", "read", "admin"]),
+    help="Scope (repeatable). Default: analyze and read.",
+)
+@click.option(
+    "--rate-limit",
+    default=None,
+    help="This key's limit, e.g. 120/minute (0 for none). Default: the server's.",
+)
+@store_options
+def keys_create(
+    name: str,
+    scopes: tuple[str, ...],
+    rate_limit: str | None,
+    data_dir: str | None,
+    database_url: str | None,
+) -> None:
+    """Create a key named NAME; the key itself is printed alone on the last line, once."""
+    from .auth import DEFAULT_SCOPES, create_key
+
+    store = _open_store(data_dir, database_url)
+    try:
+        row, key = create_key(store, name, scopes=scopes or DEFAULT_SCOPES, rate_limit=rate_limit)
+    except VoiceCheckError as exc:
+        _fail(str(exc))
+    click.echo(
+        f"created key {row['id']} ({row['name']}), scopes: {row['scopes']}, "
+        f"rate limit: {row['rate_limit'] or 'server default'}"
+    )
+    click.echo("store it now; it cannot be shown again:")
+    click.echo(key)
+
+
+@keys.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include revoked keys.")
+@store_options
+def keys_list(show_all: bool, data_dir: str | None, database_url: str | None) -> None:
+    """List keys: id, name, scopes, rate limit, created and revoked times."""
+    store = _open_store(data_dir, database_url)
+    rows = [r for r in store.list_keys() if show_all or r["revoked_at"] is None]
+    click.echo(f"{'ID':<12}  {'NAME':<24}  {'SCOPES':<20}  {'RATE':<12}  {'CREATED':<20}  REVOKED")
+    for r in rows:
+        click.echo(
+            f"{r['id']:<12}  {r['name'][:24]:<24}  {r['scopes']:<20}  "
+            f"{(r['rate_limit'] or 'default'):<12}  {_when(r['created_at']):<20}  "
+            f"{_when(r['revoked_at'])}"
+        )
+
+
+@keys.command("revoke")
+@click.argument("key")
+@store_options
+def keys_revoke(key: str, data_dir: str | None, database_url: str | None) -> None:
+    """Revoke KEY (its id, its name when only one active key has it, or the key itself)."""
+    import time
+
+    store = _open_store(data_dir, database_url)
+    ident = key.split("_")[1] if key.startswith("vck_") and key.count("_") >= 2 else key
+    matches = [r for r in store.find_keys(ident) if r["revoked_at"] is None]
+    if not matches:
+        _fail(f"no active key has the id or name {ident!r} (see `voicecheck keys list`)")
+    if len(matches) > 1:
+        _fail(
+            f"{len(matches)} active keys are named {ident!r}; revoke one by its id: "
+            + ", ".join(r["id"] for r in matches)
+        )
+    store.revoke_key(matches[0]["id"], time.time())
+    click.echo(f"revoked key {matches[0]['id']} ({matches[0]['name']})")
+
+
+@click.group()
+def audit() -> None:
+    """Read the audit log."""
+
+
+def _parse_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 date or time") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+@audit.command("export")
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Write here instead of standard output.",
+)
+@click.option("--since", help="Only rows at or after this time (ISO 8601, UTC unless given).")
+@click.option("--until", help="Only rows before this time.")
+@click.option("--key", "key_id", help="Only rows of this key id.")
+@store_options
+def audit_export(
+    fmt: str,
+    output: str | None,
+    since: str | None,
+    until: str | None,
+    key_id: str | None,
+    data_dir: str | None,
+    database_url: str | None,
+) -> None:
+    """Export the audit log as CSV or JSON."""
+    from .audit import export
+
+    store = _open_store(data_dir, database_url)
+    rows = store.audit_rows(since=_parse_time(since), until=_parse_time(until), key_id=key_id)
+    try:
+        if output:
+            with open(output, "w", encoding="utf-8", newline="") as fh:
+                n = export(rows, fmt, fh)
+            click.echo(f"wrote {n} audit row(s) to {output}", err=True)
+        else:
+            export(rows, fmt, click.get_text_stream("stdout"))
+    except OSError as exc:
+        _fail(f"cannot write {output}: {exc.strerror}")
+    except VoiceCheckError as exc:
+        _fail(str(exc))

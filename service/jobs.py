@@ -1,0 +1,356 @@
+"""Jobs: long recordings and big batches scored in the background.
+
+``POST /v1/jobs`` stores the uploaded files under ``<data_dir>/jobs/<id>/`` and a
+``queued`` row in the store, and answers 202 with the job's URL. Every server process
+runs a :class:`JobRunner` thread that claims queued jobs with a lease, scores their
+files one by one (each result committed with its audit row, so progress is never lost),
+then calls the job's callback URL. A job whose process stopped (restart, crash) is taken
+over when its lease runs out; a process that shuts down cleanly hands its job back at
+once. Files already scored are not scored again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flask import Blueprint, Flask, Response, g, jsonify, request, url_for
+
+from voicecheck.errors import VoiceCheckError
+
+from . import service
+from .api import Upload, analysis_body, requires, score_upload, uploads
+from .audit import request_row
+from .callbacks import check_callback_url, deliver
+from .problems import NotFoundError, RequestError
+from .store import StoreError, iso, new_id
+
+if TYPE_CHECKING:
+    from . import Service
+
+bp = Blueprint("jobs", __name__, url_prefix="/v1")
+
+
+@bp.post("/jobs")
+@requires("analyze")
+def submit() -> tuple[Response, int, dict[str, str]]:
+    """Queue recordings (multipart parts named ``file``) for scoring in the background."""
+    svc = service()
+    callback = None
+    if request.mimetype == "multipart/form-data":
+        callback = (request.form.get("callback_url") or "").strip() or None
+    else:
+        callback = (request.args.get("callback_url") or "").strip() or None
+    if callback:
+        callback = check_callback_url(callback, svc.settings)
+    files = uploads(svc, many=request.mimetype == "multipart/form-data")
+    if len(files) > svc.settings.max_job_files:
+        raise RequestError(
+            f"the job holds {len(files)} files; at most {svc.settings.max_job_files} are accepted",
+            max_files=svc.settings.max_job_files,
+        )
+    job_id = new_id("job")
+    folder = Path(svc.settings.data_dir) / "jobs" / job_id
+    folder.mkdir(parents=True)
+    listing = []
+    try:
+        for index, upload in enumerate(files):
+            path = folder / f"{index:05d}.bin"
+            with open(path, "wb") as fh:
+                fh.write(upload.data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            listing.append(
+                {
+                    "index": index,
+                    "filename": upload.filename,
+                    "size_bytes": len(upload.data),
+                    "sha256": upload.sha256,
+                    "path": path.name,
+                }
+            )
+        now = time.time()
+        row = {
+            "id": job_id,
+            "key_id": g.key.id,
+            "request_id": g.request_id,
+            "client_addr": request.remote_addr,
+            "status": "queued",
+            "created_at": now,
+            "files": json.dumps(listing),
+            "total": len(files),
+            "done": 0,
+            "failed": 0,
+            "results": "[]",
+            "callback_url": callback,
+            "folder": str(folder),
+        }
+        svc.store.add_job(
+            row,
+            request_row(
+                status=202,
+                outcome="queued",
+                size_bytes=sum(len(u.data) for u in files),
+                filename=files[0].filename if len(files) == 1 else f"{len(files)} files",
+                sha256=files[0].sha256 if len(files) == 1 else None,
+                model_id=svc.detector.model_id,
+                job_id=job_id,
+            ),
+        )
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    g.audited = True
+    url = url_for("jobs.status", job_id=job_id)
+    body = job_body(svc.store.get_job(job_id) or row)
+    if svc.runner is not None:
+        svc.runner.wake()
+    return jsonify(body), 202, {"Location": url}
+
+
+@bp.get("/jobs/<job_id>")
+@requires("read", counted=False)
+def status(job_id: str) -> Response:
+    """A job's status, progress and (as files finish) results."""
+    svc = service()
+    row = svc.store.get_job(job_id)
+    if row is None or not (g.key.allows("admin") or row["key_id"] == g.key.id):
+        raise NotFoundError(f"no job {job_id!r} is visible to this key")
+    return jsonify(job_body(row, analyses=svc.store.job_analyses(job_id)))
+
+
+def job_body(
+    row: dict[str, Any], *, analyses: dict[int, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The public JSON of a job row."""
+    results = json.loads(row["results"])
+    if analyses:
+        for r in results:
+            stored = analyses.get(r["index"])
+            if stored is not None and "error" not in r:
+                r.pop("analysis_id", None)
+                r.update(analysis_body(stored))
+    body: dict[str, Any] = {
+        "id": row["id"],
+        "url": url_for("jobs.status", job_id=row["id"]),
+        "status": row["status"],
+        "created_at": iso(row["created_at"]),
+        "started_at": iso(row["started_at"]),
+        "finished_at": iso(row["finished_at"]),
+        "progress": {
+            "total": row["total"],
+            "done": row["done"],
+            "failed": row["failed"],
+            "fraction": round(row["done"] / row["total"], 4) if row["total"] else 1.0,
+        },
+        "callback_url": row["callback_url"],
+        "callback_status": row["callback_status"],
+        "results": results,
+    }
+    return body
+
+
+class JobRunner:
+    """Claims and runs jobs in a background thread of one server process."""
+
+    def __init__(self, app: Flask, svc: Service) -> None:
+        self.app = app
+        self.svc = svc
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._current: str | None = None
+
+    def start(self) -> None:
+        """Start the background thread (once)."""
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._loop, name="voicecheck-jobs", daemon=True)
+            self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        """True while the background thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def wake(self) -> None:
+        """Look for work now instead of at the next poll."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread and hand the current job back to the queue."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        current = self._current
+        if current is not None:
+            try:
+                self.svc.store.update_job(
+                    current, runner=self.name, status="queued", lease_until=None
+                )
+            except StoreError:
+                pass
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                worked = self.run_pending(limit=1)
+            except Exception:  # noqa: BLE001 - the thread must survive a bad job or a store outage
+                self.svc.logger.exception(
+                    "job runner failed; retrying", extra={"runner": self.name}
+                )
+                worked = 0
+            if not worked:
+                self._wake.wait(self.svc.settings.job_poll_s)
+                self._wake.clear()
+
+    def run_pending(self, limit: int | None = None) -> int:
+        """Run queued jobs (and pending callbacks) until none is left or ``limit`` ran."""
+        ran = 0
+        for job in self.svc.store.pending_callbacks():
+            self._callback(job)
+        while limit is None or ran < limit:
+            if self._stop.is_set():
+                break
+            job = self.svc.store.claim_job(self.name, time.time(), self.svc.settings.job_lease_s)
+            if job is None:
+                break
+            self._current = job["id"]
+            try:
+                self._run(job)
+            finally:
+                self._current = None
+            ran += 1
+        return ran
+
+    def _run(self, job: dict[str, Any]) -> None:
+        svc = self.svc
+        log = {"job_id": job["id"], "runner": self.name}
+        svc.logger.info("job started", extra=log)
+        folder = Path(job["folder"])
+        done = {r["index"] for r in json.loads(job["results"])}
+        for item in json.loads(job["files"]):
+            if self._stop.is_set():
+                return
+            if item["index"] in done:
+                continue
+            result, analysis, audit_row = self._score(job, folder, item)
+            if not svc.store.job_file_done(
+                job["id"],
+                self.name,
+                index=item["index"],
+                result=result,
+                analysis=analysis,
+                audit_row=audit_row,
+                lease_until=time.time() + svc.settings.job_lease_s,
+            ):
+                svc.logger.warning("job taken over by another runner", extra=log)
+                return
+        final = svc.store.get_job(job["id"]) or job
+        status = "failed" if final["failed"] == final["total"] and final["total"] else "done"
+        svc.store.update_job(
+            job["id"], runner=self.name, status=status, finished_at=time.time(), lease_until=None
+        )
+        svc.metrics.jobs.labels(status).inc()
+        shutil.rmtree(folder, ignore_errors=True)
+        svc.logger.info("job finished", extra={**log, "status": status})
+        if final.get("callback_url"):
+            self._callback(svc.store.get_job(job["id"]) or final)
+
+    def _score(
+        self, job: dict[str, Any], folder: Path, item: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
+        svc = self.svc
+        base_audit = {
+            "time": time.time(),
+            "request_id": job["request_id"],
+            "key_id": job["key_id"],
+            "key_name": _key_name(svc, job["key_id"]),
+            "client_addr": job["client_addr"],
+            "method": "JOB",
+            "path": f"/v1/jobs/{job['id']}",
+        }
+        try:
+            data = (folder / item["path"]).read_bytes()
+        except OSError as exc:
+            error = VoiceCheckError(
+                f"the job's copy of file {item['index']} is gone: {exc.strerror}"
+            )
+            problem = error.to_problem()
+            audit_row = {
+                **base_audit,
+                "status": 500,
+                "outcome": error.code,
+                "filename": item["filename"],
+                "sha256": item["sha256"],
+                "size_bytes": item["size_bytes"],
+                "job_id": job["id"],
+                "model_id": svc.detector.model_id,
+            }
+            return (
+                {"index": item["index"], "filename": item["filename"], "error": problem},
+                None,
+                audit_row,
+            )
+        if hashlib.sha256(data).hexdigest() != item["sha256"]:
+            data = b""  # damaged on disk: scored as empty, reported as an error
+        upload = Upload(data, item["filename"], None)
+        with _job_context(self.app, job):
+            row, error, fields = score_upload(
+                svc, upload, max_duration_s=svc.settings.max_job_duration_s, job_id=job["id"]
+            )
+        audit_row = {**base_audit, **fields, "time": time.time()}
+        if error is not None:
+            problem = error.to_problem()
+            problem.update(index=item["index"], filename=item["filename"], sha256=item["sha256"])
+            return (
+                {"index": item["index"], "filename": item["filename"], "error": problem},
+                None,
+                audit_row,
+            )
+        assert row is not None
+        row.update(key_id=job["key_id"], request_id=job["request_id"], job_index=item["index"])
+        summary = {
+            "index": item["index"],
+            "filename": item["filename"],
+            "analysis_id": row["id"],
+            "score": row["score"],
+            "verdict": row["verdict"],
+        }
+        return summary, row, audit_row
+
+    def _callback(self, job: dict[str, Any]) -> None:
+        svc = self.svc
+        if not job.get("callback_url") or job.get("callback_status"):
+            return
+        with _job_context(self.app, job):
+            payload = {"event": "job.finished", **job_body(job)}
+        outcome = deliver(job["callback_url"], payload, svc.settings)
+        svc.store.update_job(job["id"], callback_status=outcome)
+        svc.logger.info("job callback", extra={"job_id": job["id"], "callback_status": outcome})
+
+
+@contextmanager
+def _job_context(app: Flask, job: dict[str, Any]) -> Iterator[None]:
+    """A request context outside any request, so that ``url_for`` and ``g`` work."""
+    with app.test_request_context(f"/v1/jobs/{job['id']}"):
+        g.key = None
+        g.request_id = job.get("request_id")
+        yield
+
+
+def _key_name(svc: Service, key_id: str | None) -> str | None:
+    if key_id is None:
+        return None
+    row = svc.store.get_key(key_id)
+    return row["name"] if row else None

@@ -1,0 +1,453 @@
+"""The durable store: API keys, analyses, jobs and the audit log.
+
+SQLite in WAL mode with full fsync by default (one file in the data folder); any
+SQLAlchemy URL otherwise, PostgreSQL when several servers share one store. Every write
+is committed before the call returns, so a row the service reports exists on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from voicecheck.errors import VoiceCheckError
+
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("secret_sha256", sa.String(64), nullable=False),
+    sa.Column("scopes", sa.String(200), nullable=False),
+    sa.Column("rate_limit", sa.String(40), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+)
+
+analyses = sa.Table(
+    "analyses",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
+    sa.Column("key_id", sa.String(32), nullable=True, index=True),
+    sa.Column("request_id", sa.String(64), nullable=True),
+    sa.Column("job_id", sa.String(40), nullable=True, index=True),
+    sa.Column("job_index", sa.Integer, nullable=True),
+    sa.Column("filename", sa.String(500), nullable=True),
+    sa.Column("sha256", sa.String(64), nullable=False, index=True),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("verdict", sa.String(20), nullable=True, index=True),
+    sa.Column("score", sa.Float, nullable=True),
+    sa.Column("model_id", sa.String(200), nullable=True),
+    sa.Column("result", sa.Text, nullable=False),
+    sa.Column("audio_path", sa.String(1000), nullable=True),
+)
+
+audit = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("time", sa.Float, nullable=False, index=True),
+    sa.Column("request_id", sa.String(64), nullable=True),
+    sa.Column("key_id", sa.String(32), nullable=True),
+    sa.Column("key_name", sa.String(200), nullable=True),
+    sa.Column("client_addr", sa.String(64), nullable=True),
+    sa.Column("method", sa.String(10), nullable=False),
+    sa.Column("path", sa.String(500), nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("outcome", sa.String(60), nullable=False),
+    sa.Column("filename", sa.String(500), nullable=True),
+    sa.Column("sha256", sa.String(64), nullable=True),
+    sa.Column("size_bytes", sa.BigInteger, nullable=True),
+    sa.Column("duration_s", sa.Float, nullable=True),
+    sa.Column("processing_ms", sa.Float, nullable=True),
+    sa.Column("verdict", sa.String(20), nullable=True),
+    sa.Column("score", sa.Float, nullable=True),
+    sa.Column("model_id", sa.String(200), nullable=True),
+    sa.Column("analysis_id", sa.String(40), nullable=True),
+    sa.Column("job_id", sa.String(40), nullable=True),
+    sa.Index("ix_audit_key_time", "key_id", "time"),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("key_id", sa.String(32), nullable=True, index=True),
+    sa.Column("request_id", sa.String(64), nullable=True),
+    sa.Column("client_addr", sa.String(64), nullable=True),
+    sa.Column("status", sa.String(20), nullable=False, index=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=True),
+    sa.Column("finished_at", sa.Float, nullable=True),
+    sa.Column("lease_until", sa.Float, nullable=True),
+    sa.Column("runner", sa.String(100), nullable=True),
+    sa.Column("files", sa.Text, nullable=False),
+    sa.Column("total", sa.Integer, nullable=False),
+    sa.Column("done", sa.Integer, nullable=False, default=0),
+    sa.Column("failed", sa.Integer, nullable=False, default=0),
+    sa.Column("results", sa.Text, nullable=False, default="[]"),
+    sa.Column("callback_url", sa.String(2000), nullable=True),
+    sa.Column("callback_status", sa.String(200), nullable=True),
+    sa.Column("folder", sa.String(1000), nullable=False),
+)
+
+meta = sa.Table(
+    "voicecheck_meta",
+    metadata,
+    sa.Column("key", sa.String(50), primary_key=True),
+    sa.Column("value", sa.String(200), nullable=False),
+)
+
+AUDIT_COLUMNS = [c.name for c in audit.columns]
+
+
+class StoreError(VoiceCheckError):
+    """The store cannot be reached or written."""
+
+    status = 503
+    code = "store_unavailable"
+    title = "Store unavailable"
+
+
+def new_id(prefix: str) -> str:
+    """A random, URL-safe identifier with a type prefix (``an_…``, ``job_…``)."""
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def iso(t: float | None) -> str | None:
+    """Seconds since the epoch as an ISO 8601 UTC time, or None."""
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")  # every commit reaches the disk
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class Store:
+    """The service's tables behind one engine.
+
+    Parameters
+    ----------
+    url : str
+        SQLAlchemy database URL.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        try:
+            if self.is_sqlite:
+                path = url.split("///", 1)[1] if "///" in url else ""
+                if path and path != ":memory:":
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                self.engine: Engine = sa.create_engine(
+                    url, connect_args={"timeout": 10, "check_same_thread": False}
+                )
+                sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            else:
+                self.engine = sa.create_engine(url, pool_pre_ping=True)
+            self._create()
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"cannot open the store at {self.safe_url}: {_reason(exc)}") from None
+        except (ImportError, OSError) as exc:
+            raise StoreError(f"cannot open the store at {self.safe_url}: {exc}") from None
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without its password."""
+        return (
+            self.engine.url.render_as_string(hide_password=True)
+            if hasattr(self, "engine")
+            else self.url
+        )
+
+    def _create(self) -> None:
+        for attempt in range(5):  # several workers may create the tables at once
+            try:
+                metadata.create_all(self.engine)
+                with self.begin() as conn:
+                    row = conn.execute(
+                        sa.select(meta.c.value).where(meta.c.key == "schema")
+                    ).first()
+                    if row is None:
+                        conn.execute(meta.insert().values(key="schema", value=str(SCHEMA_VERSION)))
+                    elif int(row[0]) > SCHEMA_VERSION:
+                        raise StoreError(
+                            f"the store at {self.safe_url} has schema {row[0]}, newer than this "
+                            f"voicecheck's {SCHEMA_VERSION}; upgrade voicecheck"
+                        )
+                return
+            except (sa.exc.OperationalError, sa.exc.IntegrityError, sa.exc.ProgrammingError):
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A transaction, committed on leaving the block."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"the store failed: {_reason(exc)}") from None
+
+    def ping(self) -> None:
+        """Raise StoreError unless the store answers a query."""
+        with self.begin() as conn:
+            conn.execute(sa.select(sa.literal(1)))
+
+    def dispose(self) -> None:
+        """Close every pooled connection (after a fork, or at shutdown)."""
+        self.engine.dispose()
+
+    # --- audit log -------------------------------------------------------------------
+
+    def write_audit(
+        self, rows: Sequence[dict[str, Any]], *, conn: Connection | None = None
+    ) -> None:
+        """Append audit rows, committed before returning."""
+        if not rows:
+            return
+        clean = [{k: r.get(k) for k in AUDIT_COLUMNS if k != "id"} for r in rows]
+        if conn is not None:
+            conn.execute(audit.insert(), clean)
+            return
+        with self.begin() as c:
+            c.execute(audit.insert(), clean)
+
+    def audit_rows(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        key_id: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Audit rows in time order, each a dict keyed by column name."""
+        q = sa.select(audit).order_by(audit.c.id)
+        if since is not None:
+            q = q.where(audit.c.time >= since)
+        if until is not None:
+            q = q.where(audit.c.time < until)
+        if key_id is not None:
+            q = q.where(audit.c.key_id == key_id)
+        if limit is not None:
+            q = q.limit(limit)
+        with self.begin() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(q)]
+        yield from rows
+
+    def count_recent(self, key_id: str, since: float) -> tuple[int, float | None]:
+        """How many counted audit rows ``key_id`` has since ``since``, and the oldest one's time."""
+        q = sa.select(sa.func.count(), sa.func.min(audit.c.time)).where(
+            audit.c.key_id == key_id,
+            audit.c.time >= since,
+            audit.c.status != 429,
+            audit.c.method != "JOB",  # files a job analyses later were counted when submitted
+        )
+        with self.begin() as conn:
+            n, oldest = conn.execute(q).one()
+        return int(n), oldest
+
+    # --- analyses --------------------------------------------------------------------
+
+    def save_analysis(self, row: dict[str, Any], audit_row: dict[str, Any]) -> None:
+        """Store one analysis and its audit row in one transaction."""
+        with self.begin() as conn:
+            conn.execute(analyses.insert().values(**row))
+            self.write_audit([audit_row], conn=conn)
+
+    def get_analysis(self, analysis_id: str) -> dict[str, Any] | None:
+        """One stored analysis row, or None."""
+        with self.begin() as conn:
+            row = conn.execute(sa.select(analyses).where(analyses.c.id == analysis_id)).first()
+        return dict(row._mapping) if row else None
+
+    def job_analyses(self, job_id: str) -> dict[int, dict[str, Any]]:
+        """The analyses a job has stored so far, by file index."""
+        with self.begin() as conn:
+            rows = conn.execute(sa.select(analyses).where(analyses.c.job_id == job_id)).all()
+        return {r.job_index: dict(r._mapping) for r in rows}
+
+    # --- keys ------------------------------------------------------------------------
+
+    def add_key(self, row: dict[str, Any]) -> None:
+        """Store a new API key row."""
+        with self.begin() as conn:
+            conn.execute(api_keys.insert().values(**row))
+
+    def get_key(self, key_id: str) -> dict[str, Any] | None:
+        """One key row by its public id, or None."""
+        with self.begin() as conn:
+            row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
+        return dict(row._mapping) if row else None
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        """Every key row, oldest first."""
+        with self.begin() as conn:
+            rows = conn.execute(sa.select(api_keys).order_by(api_keys.c.created_at)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def find_keys(self, id_or_name: str) -> list[dict[str, Any]]:
+        """Keys whose id or name is ``id_or_name``."""
+        q = sa.select(api_keys).where(
+            sa.or_(api_keys.c.id == id_or_name, api_keys.c.name == id_or_name)
+        )
+        with self.begin() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def revoke_key(self, key_id: str, when: float) -> bool:
+        """Revoke a key; False when it was already revoked or does not exist."""
+        with self.begin() as conn:
+            result = conn.execute(
+                api_keys.update()
+                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=when)
+            )
+        return result.rowcount == 1
+
+    # --- jobs ------------------------------------------------------------------------
+
+    def add_job(self, row: dict[str, Any], audit_row: dict[str, Any]) -> None:
+        """Store a new job and the audit row of its submission in one transaction."""
+        with self.begin() as conn:
+            conn.execute(jobs.insert().values(**row))
+            self.write_audit([audit_row], conn=conn)
+
+    def get_job(self, job_id: str) -> dict[str, Any] | None:
+        """One job row, or None."""
+        with self.begin() as conn:
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
+        return dict(row._mapping) if row else None
+
+    def claim_job(self, runner: str, now: float, lease_s: float) -> dict[str, Any] | None:
+        """Take the oldest queued job, or a running one whose lease ran out; None if none."""
+        with self.begin() as conn:
+            candidates = conn.execute(
+                sa.select(jobs.c.id)
+                .where(
+                    sa.or_(
+                        jobs.c.status == "queued",
+                        sa.and_(jobs.c.status == "running", jobs.c.lease_until < now),
+                    )
+                )
+                .order_by(jobs.c.created_at)
+                .limit(5)
+            ).all()
+        for (job_id,) in candidates:
+            with self.begin() as conn:
+                taken = conn.execute(
+                    jobs.update()
+                    .where(
+                        jobs.c.id == job_id,
+                        sa.or_(
+                            jobs.c.status == "queued",
+                            sa.and_(jobs.c.status == "running", jobs.c.lease_until < now),
+                        ),
+                    )
+                    .values(
+                        status="running",
+                        runner=runner,
+                        lease_until=now + lease_s,
+                        started_at=sa.func.coalesce(jobs.c.started_at, now),
+                    )
+                )
+            if taken.rowcount == 1:
+                return self.get_job(job_id)
+        return None
+
+    def update_job(self, job_id: str, runner: str | None = None, **values: Any) -> bool:
+        """Update a job; with ``runner``, only while that runner still holds it."""
+        q = jobs.update().where(jobs.c.id == job_id)
+        if runner is not None:
+            q = q.where(jobs.c.runner == runner)
+        with self.begin() as conn:
+            return conn.execute(q.values(**values)).rowcount == 1
+
+    def job_file_done(
+        self,
+        job_id: str,
+        runner: str,
+        *,
+        index: int,
+        result: dict[str, Any],
+        analysis: dict[str, Any] | None,
+        audit_row: dict[str, Any],
+        lease_until: float,
+    ) -> bool:
+        """Record one finished file of a job (its analysis, audit row and progress) at once."""
+        with self.begin() as conn:
+            row = conn.execute(
+                sa.select(jobs.c.results, jobs.c.runner).where(jobs.c.id == job_id)
+            ).first()
+            if row is None or row.runner != runner:
+                return False
+            results = json.loads(row.results)
+            results = [r for r in results if r.get("index") != index] + [result]
+            results.sort(key=lambda r: r["index"])
+            if analysis is not None:
+                conn.execute(analyses.insert().values(**analysis))
+            self.write_audit([audit_row], conn=conn)
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id)
+                .values(
+                    results=json.dumps(results),
+                    done=len(results),
+                    failed=sum(1 for r in results if "error" in r),
+                    lease_until=lease_until,
+                )
+            )
+        return True
+
+    def pending_callbacks(self) -> list[dict[str, Any]]:
+        """Finished jobs whose callback has not been delivered or given up on."""
+        q = sa.select(jobs).where(
+            jobs.c.status.in_(["done", "failed"]),
+            jobs.c.callback_url.is_not(None),
+            jobs.c.callback_status.is_(None),
+        )
+        with self.begin() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def delete_old_audio(self, before: float) -> list[str]:
+        """Forget retained audio of analyses older than ``before``; returns the paths."""
+        with self.begin() as conn:
+            rows = conn.execute(
+                sa.select(analyses.c.id, analyses.c.audio_path).where(
+                    analyses.c.audio_path.is_not(None), analyses.c.created_at < before
+                )
+            ).all()
+            if rows:
+                conn.execute(
+                    analyses.update()
+                    .where(analyses.c.id.in_([r.id for r in rows]))
+                    .values(audio_path=None)
+                )
+        return [r.audio_path for r in rows]
+
+
+def _reason(exc: Exception) -> str:
+    orig = getattr(exc, "orig", None)
+    return str(orig or exc).strip().splitlines()[0]
