@@ -90,6 +90,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     _register_request_hooks(app, svc)
 
     from .api import bp as api_bp
+    from .docs import bp as docs_bp
     from .jobs import JobRunner
     from .jobs import bp as jobs_bp
     from .ops import bp as ops_bp
@@ -97,6 +98,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api_bp)
     app.register_blueprint(jobs_bp)
     app.register_blueprint(ops_bp)
+    app.register_blueprint(docs_bp)
 
     svc.runner = JobRunner(app, svc)
     if settings.job_runner:

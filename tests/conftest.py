@@ -107,3 +107,56 @@ datasets:
 """
     )
     return manifest
+
+
+@pytest.fixture
+def service_app(tmp_path, small_model):
+    """A service application on a fresh data folder (job runner off: tests run jobs)."""
+    from voicecheck.service import create_app
+
+    app = create_app(
+        {
+            "data_dir": str(tmp_path / "data"),
+            "detector": small_model,
+            "job_runner": False,
+            "log_format": "text",
+            "log_level": "WARNING",
+        }
+    )
+    app.config["TESTING"] = True
+    yield app
+    app.extensions["voicecheck"].store.dispose()
+
+
+@pytest.fixture
+def client(service_app):
+    return service_app.test_client()
+
+
+@pytest.fixture
+def api_key(service_app) -> str:
+    """A key with the analyze and read scopes."""
+    from voicecheck.service.auth import create_key
+
+    return create_key(service_app.extensions["voicecheck"].store, "test-partner")[1]
+
+
+@pytest.fixture
+def auth(api_key) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+@pytest.fixture(scope="session")
+def g711_call(tmp_path_factory, espeak_speech) -> bytes:
+    """10 s of espeak-ng speech as a G.711 mu-law WAV at 8 kHz (bytes)."""
+    import io
+
+    import soxr
+
+    y, sr = espeak_speech
+    y8 = soxr.resample(y, sr, 8000)
+    reps = int(np.ceil(10 * 8000 / y8.size))
+    y8 = np.tile(y8, reps)[: 10 * 8000]
+    buf = io.BytesIO()
+    sf.write(buf, y8, 8000, format="WAV", subtype="ULAW")
+    return buf.getvalue()

@@ -1,0 +1,7 @@
+"""The OpenAPI document and the docs page."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+bp = Blueprint("docs", __name__)
