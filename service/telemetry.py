@@ -62,6 +62,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 def configure_logging(level: str, fmt: str) -> logging.Logger:
     """Set up the service logger (idempotent) and return it."""
     logger = logging.getLogger(LOGGER_NAME)
@@ -69,7 +81,7 @@ def configure_logging(level: str, fmt: str) -> logging.Logger:
     logger.propagate = False
     handler = next((h for h in logger.handlers if getattr(h, "_voicecheck", False)), None)
     if handler is None:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler._voicecheck = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     handler.setFormatter(
