@@ -334,7 +334,8 @@ class JobRunner:
         if not job.get("callback_url") or job.get("callback_status"):
             return
         with _job_context(self.app, job):
-            payload = {"event": "job.finished", **job_body(job)}
+            analyses = svc.store.job_analyses(job["id"])
+            payload = {"event": "job.finished", **job_body(job, analyses=analyses)}
         outcome = deliver(job["callback_url"], payload, svc.settings)
         svc.store.update_job(job["id"], callback_status=outcome)
         svc.logger.info("job callback", extra={"job_id": job["id"], "callback_status": outcome})

@@ -10,11 +10,9 @@ import os
 import numpy as np
 import pytest
 import soundfile as sf
-
+from conftest import voiced
 from voicecheck.service import create_app
 from voicecheck.service.auth import create_key
-
-from conftest import voiced
 
 PROBLEM = "application/problem+json"
 
@@ -81,7 +79,8 @@ def test_multipart_upload_keeps_a_non_ascii_file_name(client, auth, g711_call):
 
 def test_raw_body_file_name_from_header(client, auth, g711_call):
     headers = {**auth, "Content-Type": "audio/wav", "X-Filename": "call-42.wav"}
-    assert client.post("/v1/analyze", data=g711_call, headers=headers).json["filename"] == "call-42.wav"
+    r = client.post("/v1/analyze", data=g711_call, headers=headers)
+    assert r.json["filename"] == "call-42.wav"
 
 
 def test_stereo_call_gets_a_result_per_channel(client, auth):
@@ -97,7 +96,8 @@ def test_stereo_call_gets_a_result_per_channel(client, auth):
 
 
 def test_stored_analysis_reads_back_the_same(client, auth, g711_call):
-    first = client.post("/v1/analyze", data=g711_call, headers={**auth, "Content-Type": "audio/wav"})
+    headers = {**auth, "Content-Type": "audio/wav"}
+    first = client.post("/v1/analyze", data=g711_call, headers=headers)
     again = client.get(first.json["url"], headers=auth)
     assert again.status_code == 200
     assert again.json == first.json
@@ -186,7 +186,9 @@ def test_request_over_the_body_limit_is_413_problem(tmp_path, small_model, g711_
     assert rows[-1]["status"] == 413 and rows[-1]["outcome"] == "request_too_large"
 
 
-def test_recording_too_long_for_a_synchronous_answer_points_to_jobs(tmp_path, small_model, g711_call):
+def test_recording_too_long_for_a_synchronous_answer_points_to_jobs(
+    tmp_path, small_model, g711_call
+):
     app = make_app(tmp_path, small_model, max_sync_duration_s=5)
     key = create_key(store_of(app), "k")[1]
     r = app.test_client().post(
@@ -330,7 +332,8 @@ def test_health_ready_and_metrics_need_no_key(client, auth, g711_call):
     client.post("/v1/analyze", data=g711_call, headers={**auth, "Content-Type": "audio/wav"})
     client.post("/v1/analyze", data=b"", headers={**auth, "Content-Type": "audio/wav"})
     text = client.get("/metrics").get_data(as_text=True)
-    assert 'voicecheck_http_requests_total{endpoint="/v1/analyze",method="POST",status="200"} 1.0' in text
+    line = 'voicecheck_http_requests_total{endpoint="/v1/analyze",method="POST",status="200"} 1.0'
+    assert line in text
     assert "voicecheck_http_request_duration_seconds_bucket" in text
     assert 'voicecheck_errors_total{code="empty_audio"}' in text
     assert "voicecheck_verdicts_total{verdict=" in text
