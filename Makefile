@@ -6,16 +6,32 @@ SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # Debian packages: espeak-ng speaks the sample call and test speech; libvo-amrwbenc0
 # encodes the AMR-WB files the tests decode (FFmpeg in PyAV only decodes AMR-WB).
 APT_PACKAGES := espeak-ng libvo-amrwbenc0
+# The tests also start a throwaway PostgreSQL server (the shared-store test).
+TEST_APT_PACKAGES := postgresql
+# The service benchmark drives the API with wrk.
+BENCH_APT_PACKAGES := wrk
+# Where `make run` serves the API, and its data folder (database, demo key).
+HOST ?= 127.0.0.1
+PORT ?= 8000
+DATA ?= var
 
-.PHONY: setup system-deps venv run test lint corpus-deps corpus model bench clean
+.PHONY: setup system-deps test-deps venv run test lint corpus-deps corpus model bench clean
 
-system-deps:
+# $(call apt_install,PACKAGES): install the Debian packages that are missing.
+define apt_install
 	@if command -v apt-get >/dev/null 2>&1; then \
-	  missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	  if [ -n "$$missing" ]; then \
 	    $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \
 	  fi; \
-	else echo "install these with your package manager: $(APT_PACKAGES)"; fi
+	else echo "install these with your package manager: $(1)"; fi
+endef
+
+system-deps:
+	$(call apt_install,$(APT_PACKAGES))
+
+test-deps:
+	$(call apt_install,$(TEST_APT_PACKAGES))
 
 $(BIN)/voicecheck: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,12 +43,19 @@ venv: $(BIN)/voicecheck
 
 setup: system-deps venv
 
-# The main job: make a sample robocall and score it with the shipped default model.
+# The main job: the HTTP API on the shipped default model, under gunicorn, with a demo
+# key (kept in $(DATA)/demo.key) and a sample robocall to send it.
 run: setup
 	$(BIN)/voicecheck sample sample-call.wav
-	$(BIN)/voicecheck score sample-call.wav
+	@mkdir -p $(DATA)
+	@if [ ! -s $(DATA)/demo.key ]; then \
+	  umask 077 && $(BIN)/voicecheck keys create demo --data-dir $(DATA) > $(DATA)/demo.key.out && \
+	  tail -n 1 $(DATA)/demo.key.out > $(DATA)/demo.key && rm $(DATA)/demo.key.out; fi
+	@echo "API: http://$(HOST):$(PORT)/  docs: http://$(HOST):$(PORT)/docs"
+	@echo "try: curl -H \"Authorization: Bearer \$$(cat $(DATA)/demo.key)\" -H 'Content-Type: audio/wav' --data-binary @sample-call.wav http://$(HOST):$(PORT)/v1/analyze"
+	$(BIN)/voicecheck serve --data-dir $(DATA) --host $(HOST) --port $(PORT) --workers 2
 
-test: setup corpus-deps
+test: setup test-deps corpus-deps
 	$(BIN)/python -m pytest -q
 
 lint: venv
@@ -56,7 +79,9 @@ model: corpus
 	cp runs/default/model.card.json voicecheck/models/default.card.json
 
 bench: setup
+	$(call apt_install,$(BENCH_APT_PACKAGES))
 	$(BIN)/python benchmarks/bench_score.py
+	$(BIN)/python benchmarks/bench_service.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache sample-call.wav

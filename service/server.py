@@ -83,6 +83,12 @@ def serve(
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    # prometheus_client picks its value store when first imported, which the command line
+    # may already have done: pick again now that the variable is set, before any metric
+    # exists, so that every worker writes its values where /metrics adds them up.
+    from prometheus_client import values
+
+    values.ValueClass = values.get_value_class()
 
     options = {
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
@@ -99,6 +105,8 @@ def serve(
         "child_exit": _child_exit,
         "worker_exit": _worker_exit,
         "worker_tmp_dir": "/dev/shm" if os.path.isdir("/dev/shm") else None,
+        # One control socket per user would collide between servers on one machine.
+        "control_socket_disable": True,
         "forwarded_allow_ips": "*" if settings.trusted_proxies else "127.0.0.1",
     }
     VoiceCheckServer(options, overrides).run()
