@@ -133,12 +133,6 @@ def serve(
     overrides = _overrides(data_dir, database_url)
     if model:
         overrides["model"] = model
-    shown = "localhost" if host in {"127.0.0.1", "::1"} else host
-    click.echo(
-        f"voicecheck API on http://{shown}:{port}/ (docs: /docs, health: /healthz); "
-        "create a key with `voicecheck keys create NAME`",
-        err=True,
-    )
     try:
         run(
             host=host,
@@ -284,7 +278,7 @@ def audit_export(
                 n = export(rows, fmt, fh)
             click.echo(f"wrote {n} audit row(s) to {output}", err=True)
         else:
-            export(rows, fmt, click.get_text_stream("stdout"))
+            export(rows, fmt, sys.stdout)
     except OSError as exc:
         _fail(f"cannot write {output}: {exc.strerror}")
     except VoiceCheckError as exc:

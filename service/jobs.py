@@ -11,6 +11,7 @@ once. Files already scored are not scored again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
     from . import Service
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1")
+
+PURGE_EVERY_S = 3600.0
+"""How often a runner deletes retained audio past its retention time, in seconds."""
 
 
 @bp.post("/jobs")
@@ -201,8 +205,28 @@ class JobRunner:
             except StoreError:
                 pass
 
+    def purge_audio(self, now: float | None = None) -> int:
+        """Delete retained audio older than ``retention_days``; returns the files deleted."""
+        days = self.svc.settings.retention_days
+        if not self.svc.settings.retain_audio or days <= 0:
+            return 0
+        now = time.time() if now is None else now
+        deleted = 0
+        for path in self.svc.store.delete_old_audio(now - days * 86400):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+                deleted += 1
+        return deleted
+
     def _loop(self) -> None:
+        next_purge = 0.0
         while not self._stop.is_set():
+            if time.time() >= next_purge:
+                next_purge = time.time() + PURGE_EVERY_S
+                try:
+                    self.purge_audio()
+                except StoreError:
+                    self.svc.logger.exception("purging retained audio failed")
             try:
                 worked = self.run_pending(limit=1)
             except Exception:  # noqa: BLE001 - the thread must survive a bad job or a store outage

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -109,4 +110,11 @@ def serve(
         "control_socket_disable": True,
         "forwarded_allow_ips": "*" if settings.trusted_proxies else "127.0.0.1",
     }
+    shown = f"[{host}]" if ":" in host else host
+    print(
+        f"voicecheck API on http://{shown}:{port}/ (docs: /docs, health: /healthz), data in "
+        f"{data_dir}; create a key with `voicecheck keys create NAME`",
+        file=sys.stderr,
+        flush=True,
+    )
     VoiceCheckServer(options, overrides).run()

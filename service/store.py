@@ -432,7 +432,11 @@ class Store:
             return [dict(r._mapping) for r in conn.execute(q)]
 
     def delete_old_audio(self, before: float) -> list[str]:
-        """Forget retained audio of analyses older than ``before``; returns the paths."""
+        """Forget retained audio of analyses older than ``before``.
+
+        Returns the paths no analysis refers to any more (the same recording sent again
+        later keeps its file).
+        """
         with self.begin() as conn:
             rows = conn.execute(
                 sa.select(analyses.c.id, analyses.c.audio_path).where(
@@ -445,7 +449,16 @@ class Store:
                     .where(analyses.c.id.in_([r.id for r in rows]))
                     .values(audio_path=None)
                 )
-        return [r.audio_path for r in rows]
+            paths = sorted({r.audio_path for r in rows})
+            still = set()
+            if paths:
+                still = {
+                    r.audio_path
+                    for r in conn.execute(
+                        sa.select(analyses.c.audio_path).where(analyses.c.audio_path.in_(paths))
+                    )
+                }
+        return [p for p in paths if p not in still]
 
 
 def _reason(exc: Exception) -> str:

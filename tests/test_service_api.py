@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from conftest import voiced
+
 from voicecheck.service import create_app
 from voicecheck.service.auth import create_key
 

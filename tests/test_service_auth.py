@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from voicecheck.service import create_app
 from voicecheck.service.auth import (
     AuthError,

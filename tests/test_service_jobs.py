@@ -11,6 +11,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
 from voicecheck.service import create_app
 from voicecheck.service.auth import create_key
 from voicecheck.service.callbacks import CallbackURLError, check_callback_url, deliver
@@ -260,3 +261,19 @@ def test_job_with_an_unsafe_callback_is_refused_before_anything_is_stored(
     svc = service_app.extensions["voicecheck"]
     assert svc.store.claim_job("x", time.time(), 10) is None
     assert list(svc.store.audit_rows())[-1]["outcome"] == "invalid_callback_url"
+
+
+def test_retained_audio_is_deleted_after_its_retention_time(tmp_path, small_model, g711_call):
+    app = make_app(tmp_path, small_model, retain_audio=True, retention_days=1)
+    svc = app.extensions["voicecheck"]
+    key = create_key(svc.store, "k")[1]
+    r = app.test_client().post(
+        "/v1/analyze",
+        data=g711_call,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "audio/wav"},
+    )
+    path = svc.store.get_analysis(r.json["id"])["audio_path"]
+    assert svc.runner.purge_audio() == 0  # not a day old yet
+    assert svc.runner.purge_audio(now=time.time() + 2 * 86400) == 1
+    assert not __import__("os").path.exists(path)
+    assert svc.store.get_analysis(r.json["id"])["audio_path"] is None
