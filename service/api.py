@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from flask import Blueprint, Response, g, jsonify, request, url_for
 
@@ -120,7 +121,7 @@ def uploads(svc: Service, *, field: str = "file", many: bool = False) -> list[Up
             f"{svc.settings.max_upload_mb:g} MiB is accepted per file"
         )
     data = request.get_data(cache=False)
-    name = request.headers.get("X-Filename") or None
+    name = unquote(request.headers.get("X-Filename") or "").strip() or None
     return [_check_size(svc, Upload(data, name[:500] if name else None, mt))]
 
 

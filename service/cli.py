@@ -147,6 +147,40 @@ def serve(
         _fail(str(exc))
 
 
+@click.command()
+@click.option("--model", envvar="VOICECHECK_MODEL", type=click.Path(path_type=str),
+              help="A .skops model file (default: the model shipped with voicecheck).")
+@store_options
+def worker(model: str | None, data_dir: str | None, database_url: str | None) -> None:
+    """Run queued jobs in the foreground, without serving HTTP (stop with Ctrl-C or SIGTERM).
+
+    For deployments that keep long jobs off the API servers: start the API with
+    VOICECHECK_JOB_RUNNER=false and one or more workers on the same store and data folder.
+    """
+    import signal
+
+    from . import create_app
+
+    overrides = {**_overrides(data_dir, database_url), "job_runner": False}
+    if model:
+        overrides["model"] = model
+    try:
+        app = create_app(overrides)
+    except VoiceCheckError as exc:
+        _fail(str(exc))
+    runner = app.extensions["voicecheck"].runner
+
+    def _stop(signum: int, frame: Any) -> None:
+        runner.request_stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    click.echo(f"voicecheck job worker {runner.name} started", err=True)
+    runner.run_forever()
+    runner.stop()
+    click.echo("voicecheck job worker stopped", err=True)
+
+
 @click.group()
 def keys() -> None:
     """Create, list and revoke API keys."""

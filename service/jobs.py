@@ -197,13 +197,22 @@ class JobRunner:
         if self._thread is not None:
             self._thread.join(timeout)
         current = self._current
-        if current is not None:
-            try:
-                self.svc.store.update_job(
-                    current, runner=self.name, status="queued", lease_until=None
-                )
-            except StoreError:
-                pass
+        if current is not None:  # still busy with a file: give the job to another process
+            self._hand_back(current)
+
+    def request_stop(self) -> None:
+        """Ask the runner to stop after the file it is scoring (safe in a signal handler)."""
+        self._stop.set()
+        self._wake.set()
+
+    def _hand_back(self, job_id: str) -> None:
+        try:
+            if self.svc.store.update_job(
+                job_id, held_by=self.name, status="queued", lease_until=None, runner=None
+            ):
+                self.svc.logger.info("job handed back", extra={"job_id": job_id})
+        except StoreError:
+            pass  # the lease runs out and another process takes the job over
 
     def purge_audio(self, now: float | None = None) -> int:
         """Delete retained audio older than ``retention_days``; returns the files deleted."""
@@ -217,6 +226,11 @@ class JobRunner:
                 os.remove(path)
                 deleted += 1
         return deleted
+
+    def run_forever(self) -> None:
+        """Run jobs in the calling thread until :meth:`stop` is called (``voicecheck worker``)."""
+        self._stop.clear()
+        self._loop()
 
     def _loop(self) -> None:
         next_purge = 0.0
@@ -265,6 +279,7 @@ class JobRunner:
         done = {r["index"] for r in json.loads(job["results"])}
         for item in json.loads(job["files"]):
             if self._stop.is_set():
+                self._hand_back(job["id"])
                 return
             if item["index"] in done:
                 continue
@@ -283,7 +298,7 @@ class JobRunner:
         final = svc.store.get_job(job["id"]) or job
         status = "failed" if final["failed"] == final["total"] and final["total"] else "done"
         svc.store.update_job(
-            job["id"], runner=self.name, status=status, finished_at=time.time(), lease_until=None
+            job["id"], held_by=self.name, status=status, finished_at=time.time(), lease_until=None
         )
         svc.metrics.jobs.labels(status).inc()
         shutil.rmtree(folder, ignore_errors=True)

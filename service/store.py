@@ -377,11 +377,11 @@ class Store:
                 return self.get_job(job_id)
         return None
 
-    def update_job(self, job_id: str, runner: str | None = None, **values: Any) -> bool:
-        """Update a job; with ``runner``, only while that runner still holds it."""
+    def update_job(self, job_id: str, *, held_by: str | None = None, **values: Any) -> bool:
+        """Update a job; with ``held_by``, only while that runner still holds it."""
         q = jobs.update().where(jobs.c.id == job_id)
-        if runner is not None:
-            q = q.where(jobs.c.runner == runner)
+        if held_by is not None:
+            q = q.where(jobs.c.runner == held_by)
         with self.begin() as conn:
             return conn.execute(q.values(**values)).rowcount == 1
 

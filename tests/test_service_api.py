@@ -82,6 +82,9 @@ def test_raw_body_file_name_from_header(client, auth, g711_call):
     headers = {**auth, "Content-Type": "audio/wav", "X-Filename": "call-42.wav"}
     r = client.post("/v1/analyze", data=g711_call, headers=headers)
     assert r.json["filename"] == "call-42.wav"
+    headers["X-Filename"] = "appel%C3%A9.wav"  # percent-encoded UTF-8
+    r = client.post("/v1/analyze", data=g711_call, headers=headers)
+    assert r.json["filename"] == "appelé.wav"
 
 
 def test_stereo_call_gets_a_result_per_channel(client, auth):

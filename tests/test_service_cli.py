@@ -119,3 +119,40 @@ def test_serve_stops_at_once_on_a_missing_model(data_dir, tmp_path):
     result = run("serve", "--data-dir", data_dir, "--model", str(tmp_path / "none.skops"))
     assert result.exit_code == 1 and result.output.count("\n") <= 2
     assert "Error:" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_worker_runs_queued_jobs_and_stops_on_sigterm(data_dir, small_model, g711_call):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from voicecheck.model import default_model_path
+
+    key = run("keys", "create", "partner", "--data-dir", data_dir).output.split()[-1]
+    app = create_app({"data_dir": data_dir, "detector": small_model, "job_runner": False,
+                      "log_level": "WARNING"})
+    auth = {"Authorization": f"Bearer {key}"}
+    c = app.test_client()
+    job = c.post("/v1/jobs", data=g711_call, headers={**auth, "Content-Type": "audio/wav"}).json
+    env = {**os.environ, "VOICECHECK_DATA_DIR": data_dir, "VOICECHECK_JOB_POLL_S": "0.2",
+           "VOICECHECK_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voicecheck.cli", "worker", "--model", str(default_model_path())],
+        env=env, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.time() + 60
+        while c.get(job["url"], headers=auth).json["status"] != "done":
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.time() < deadline, "the worker did not finish the job within 60 s"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert "job worker stopped" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert c.get(job["url"], headers=auth).json["results"][0]["verdict"]

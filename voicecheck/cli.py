@@ -463,10 +463,11 @@ def sample(path: str, text: str) -> None:
 
 def _register_subcommands() -> None:
     from .corpus import corpus_cli
-    from .service.cli import audit, keys, serve
+    from .service.cli import audit, keys, serve, worker
 
     main.add_command(corpus_cli, "corpus")
     main.add_command(serve, "serve")
+    main.add_command(worker, "worker")
     main.add_command(keys, "keys")
     main.add_command(audit, "audit")
 
