@@ -32,7 +32,7 @@ from . import service
 from .api import Upload, analysis_body, requires, score_upload, uploads
 from .audit import request_row
 from .callbacks import check_callback_url, deliver
-from .problems import NotFoundError, RequestError
+from .problems import ConflictError, NotFoundError, RequestError
 from .store import StoreError, iso, new_id
 
 if TYPE_CHECKING:
@@ -49,6 +49,17 @@ PURGE_EVERY_S = 3600.0
 def submit() -> tuple[Response, int, dict[str, str]]:
     """Queue recordings (multipart parts named ``file``) for scoring in the background."""
     svc = service()
+    idempotency = (request.headers.get("Idempotency-Key") or "").strip() or None
+    if idempotency is not None:
+        if len(idempotency) > 200:
+            raise RequestError("the Idempotency-Key header is longer than 200 characters")
+        earlier = svc.store.find_job(g.key.id, idempotency)
+        if earlier is not None:  # a retry of a submission that already succeeded
+            g.audited = True
+            svc.store.write_audit([request_row(status=200, outcome="duplicate",
+                                               job_id=earlier["id"],
+                                               model_id=svc.detector.model_id)])
+            return jsonify(job_body(earlier)), 200, {"Location": job_body(earlier)["url"]}
     callback = None
     if request.mimetype == "multipart/form-data":
         callback = (request.form.get("callback_url") or "").strip() or None
@@ -97,6 +108,7 @@ def submit() -> tuple[Response, int, dict[str, str]]:
             "results": "[]",
             "callback_url": callback,
             "folder": str(folder),
+            "idempotency_key": idempotency,
         }
         svc.store.add_job(
             row,
@@ -110,6 +122,14 @@ def submit() -> tuple[Response, int, dict[str, str]]:
                 job_id=job_id,
             ),
         )
+    except StoreError:
+        shutil.rmtree(folder, ignore_errors=True)
+        earlier = svc.store.find_job(g.key.id, idempotency) if idempotency else None
+        if earlier is None:
+            raise
+        # The same submission arrived twice at once and the other one was stored first.
+        g.audited = True
+        return jsonify(job_body(earlier)), 200, {"Location": job_body(earlier)["url"]}
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -130,6 +150,27 @@ def status(job_id: str) -> Response:
     if row is None or not (g.key.allows("admin") or row["key_id"] == g.key.id):
         raise NotFoundError(f"no job {job_id!r} is visible to this key")
     return jsonify(job_body(row, analyses=svc.store.job_analyses(job_id)))
+
+
+@bp.delete("/jobs/<job_id>")
+@requires("analyze", counted=False)
+def cancel(job_id: str) -> Response:
+    """Cancel a queued or running job; files already scored keep their results."""
+    svc = service()
+    row = svc.store.get_job(job_id)
+    if row is None or not (g.key.allows("admin") or row["key_id"] == g.key.id):
+        raise NotFoundError(f"no job {job_id!r} is visible to this key")
+    if not svc.store.cancel_job(job_id, time.time()):
+        raise ConflictError(
+            f"job {job_id} has already finished ({row['status']}); nothing to cancel",
+            job_status=row["status"],
+        )
+    shutil.rmtree(row["folder"], ignore_errors=True)
+    svc.metrics.jobs.labels("cancelled").inc()
+    svc.store.write_audit([request_row(status=200, outcome="cancelled", job_id=job_id,
+                                       model_id=svc.detector.model_id)])
+    g.audited = True
+    return jsonify(job_body(svc.store.get_job(job_id) or row))
 
 
 def job_body(
@@ -293,7 +334,7 @@ class JobRunner:
                 audit_row=audit_row,
                 lease_until=time.time() + svc.settings.job_lease_s,
             ):
-                svc.logger.warning("job taken over by another runner", extra=log)
+                svc.logger.warning("job no longer held here (cancelled or taken over)", extra=log)
                 return
         final = svc.store.get_job(job["id"]) or job
         status = "failed" if final["failed"] == final["total"] and final["total"] else "done"

@@ -87,6 +87,14 @@ class NotFoundError(VoiceCheckError):
     title = "Not found"
 
 
+class ConflictError(VoiceCheckError):
+    """The resource is not in a state that allows the request."""
+
+    status = 409
+    code = "conflict"
+    title = "Conflict"
+
+
 class TooLargeError(VoiceCheckError):
     """An uploaded file or the request body is larger than allowed."""
 

@@ -103,6 +103,8 @@ jobs = sa.Table(
     sa.Column("callback_url", sa.String(2000), nullable=True),
     sa.Column("callback_status", sa.String(200), nullable=True),
     sa.Column("folder", sa.String(1000), nullable=False),
+    sa.Column("idempotency_key", sa.String(200), nullable=True),
+    sa.UniqueConstraint("key_id", "idempotency_key", name="uq_jobs_key_idempotency"),
 )
 
 meta = sa.Table(
@@ -334,6 +336,25 @@ class Store:
         with self.begin() as conn:
             conn.execute(jobs.insert().values(**row))
             self.write_audit([audit_row], conn=conn)
+
+    def find_job(self, key_id: str, idempotency_key: str) -> dict[str, Any] | None:
+        """The job ``key_id`` submitted with ``idempotency_key``, or None."""
+        q = sa.select(jobs).where(
+            jobs.c.key_id == key_id, jobs.c.idempotency_key == idempotency_key
+        )
+        with self.begin() as conn:
+            row = conn.execute(q).first()
+        return dict(row._mapping) if row else None
+
+    def cancel_job(self, job_id: str, when: float) -> bool:
+        """Cancel a queued or running job; False when it had already finished."""
+        with self.begin() as conn:
+            result = conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.status.in_(["queued", "running"]))
+                .values(status="cancelled", finished_at=when, runner=None, lease_until=None)
+            )
+        return result.rowcount == 1
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
         """One job row, or None."""

@@ -277,3 +277,30 @@ def test_retained_audio_is_deleted_after_its_retention_time(tmp_path, small_mode
     assert svc.runner.purge_audio(now=time.time() + 2 * 86400) == 1
     assert not __import__("os").path.exists(path)
     assert svc.store.get_analysis(r.json["id"])["audio_path"] is None
+
+
+def test_a_retried_submission_with_the_same_idempotency_key_makes_one_job(
+    service_app, client, auth, g711_call
+):
+    headers = {**auth, "Idempotency-Key": "carrier-batch-2026-11-29-001"}
+    first = submit(client, headers, [("a.wav", g711_call)])
+    again = submit(client, headers, [("a.wav", g711_call)])
+    assert first.status_code == 202 and again.status_code == 200
+    assert again.json["id"] == first.json["id"] and again.headers["Location"] == first.json["url"]
+    other = submit(client, {**auth, "Idempotency-Key": "another"}, [("a.wav", g711_call)])
+    assert other.json["id"] != first.json["id"]
+    assert service_app.extensions["voicecheck"].runner.run_pending() == 2
+
+
+def test_cancel_a_queued_job_and_refuse_to_cancel_a_finished_one(
+    service_app, client, auth, g711_call
+):
+    queued = submit(client, auth, [("a.wav", g711_call)]).json
+    r = client.delete(queued["url"], headers=auth)
+    assert r.status_code == 200 and r.json["status"] == "cancelled" and r.json["finished_at"]
+    runner = service_app.extensions["voicecheck"].runner
+    assert runner.run_pending() == 0  # nothing left to run
+    done = submit(client, auth, [("b.wav", g711_call)]).json
+    runner.run_pending()
+    r = client.delete(done["url"], headers=auth)
+    assert r.status_code == 409 and r.json["code"] == "conflict" and r.json["job_status"] == "done"
