@@ -62,6 +62,19 @@ class Upload:
         return hashlib.sha256(self.data).hexdigest()
 
 
+def clean_filename(name: str | None) -> str | None:
+    r"""A client's file name without control characters or folders, at most 255 characters.
+
+    >>> clean_filename("../calls/ma\x00rch\n.wav")
+    'march.wav'
+    """
+    if not name:
+        return None
+    name = "".join(ch for ch in name if ch.isprintable())
+    name = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    return name[:255] or None
+
+
 def _check_size(svc: Service, upload: Upload) -> Upload:
     if len(upload.data) > svc.settings.max_upload_bytes:
         raise TooLargeError(
@@ -96,7 +109,8 @@ def uploads(svc: Service, *, field: str = "file", many: bool = False) -> list[Up
         out = []
         for part in parts:
             data = part.stream.read(svc.settings.max_upload_bytes + 1)
-            out.append(_check_size(svc, Upload(data, part.filename or None, part.mimetype or None)))
+            upload = Upload(data, clean_filename(part.filename), part.mimetype or None)
+            out.append(_check_size(svc, upload))
         return out
     if not mt:
         raise RequestError(
@@ -121,8 +135,8 @@ def uploads(svc: Service, *, field: str = "file", many: bool = False) -> list[Up
             f"{svc.settings.max_upload_mb:g} MiB is accepted per file"
         )
     data = request.get_data(cache=False)
-    name = unquote(request.headers.get("X-Filename") or "").strip() or None
-    return [_check_size(svc, Upload(data, name[:500] if name else None, mt))]
+    name = clean_filename(unquote(request.headers.get("X-Filename") or ""))
+    return [_check_size(svc, Upload(data, name, mt))]
 
 
 def retain(svc: Service, upload: Upload) -> str | None:

@@ -113,7 +113,7 @@ def deliver(url: str, payload: dict[str, Any], settings: Settings, *, sleep=time
         try:
             check_callback_url(url, settings)
         except CallbackURLError as exc:
-            return f"refused: {exc}"
+            return f"refused: {exc}"[:200]
         request = urllib.request.Request(url, data=body, headers=headers, method="POST")
         try:
             with opener.open(request, timeout=settings.callback_timeout_s) as resp:

@@ -148,8 +148,12 @@ def serve(
 
 
 @click.command()
-@click.option("--model", envvar="VOICECHECK_MODEL", type=click.Path(path_type=str),
-              help="A .skops model file (default: the model shipped with voicecheck).")
+@click.option(
+    "--model",
+    envvar="VOICECHECK_MODEL",
+    type=click.Path(path_type=str),
+    help="A .skops model file (default: the model shipped with voicecheck).",
+)
 @store_options
 def worker(model: str | None, data_dir: str | None, database_url: str | None) -> None:
     """Run queued jobs in the foreground, without serving HTTP (stop with Ctrl-C or SIGTERM).

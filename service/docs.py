@@ -375,6 +375,18 @@ def operation_view(
                     "description": text(header.get("description")),
                 }
             )
+        links = [
+            {
+                "name": name,
+                "operation": link.get("operationId", ""),
+                "anchor": "op-" + re.sub(r"[^A-Za-z0-9_-]", "-", link.get("operationId", "")),
+                "parameters": [
+                    f"{param} = {value}" for param, value in (link.get("parameters") or {}).items()
+                ],
+                "description": text(link.get("description")),
+            }
+            for name, link in (response.get("links") or {}).items()
+        ]
         responses.append(
             {
                 "status": str(status),
@@ -382,6 +394,7 @@ def operation_view(
                 "description": text(response.get("description")),
                 "headers": headers,
                 "contents": _contents(document, response.get("content", {})),
+                "links": links,
             }
         )
     anchor = operation.get("operationId") or f"{method}-{path}"

@@ -56,9 +56,16 @@ def submit() -> tuple[Response, int, dict[str, str]]:
         earlier = svc.store.find_job(g.key.id, idempotency)
         if earlier is not None:  # a retry of a submission that already succeeded
             g.audited = True
-            svc.store.write_audit([request_row(status=200, outcome="duplicate",
-                                               job_id=earlier["id"],
-                                               model_id=svc.detector.model_id)])
+            svc.store.write_audit(
+                [
+                    request_row(
+                        status=200,
+                        outcome="duplicate",
+                        job_id=earlier["id"],
+                        model_id=svc.detector.model_id,
+                    )
+                ]
+            )
             return jsonify(job_body(earlier)), 200, {"Location": job_body(earlier)["url"]}
     callback = None
     if request.mimetype == "multipart/form-data":
@@ -167,8 +174,13 @@ def cancel(job_id: str) -> Response:
         )
     shutil.rmtree(row["folder"], ignore_errors=True)
     svc.metrics.jobs.labels("cancelled").inc()
-    svc.store.write_audit([request_row(status=200, outcome="cancelled", job_id=job_id,
-                                       model_id=svc.detector.model_id)])
+    svc.store.write_audit(
+        [
+            request_row(
+                status=200, outcome="cancelled", job_id=job_id, model_id=svc.detector.model_id
+            )
+        ]
+    )
     g.audited = True
     return jsonify(job_body(svc.store.get_job(job_id) or row))
 
@@ -297,7 +309,12 @@ class JobRunner:
         """Run queued jobs (and pending callbacks) until none is left or ``limit`` ran."""
         ran = 0
         for job in self.svc.store.pending_callbacks():
-            self._callback(job)
+            try:
+                self._callback(job)
+            except StoreError:  # one bad callback must not stop the jobs behind it
+                self.svc.logger.exception(
+                    "recording a callback failed", extra={"job_id": job["id"]}
+                )
         while limit is None or ran < limit:
             if self._stop.is_set():
                 break

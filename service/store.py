@@ -117,6 +117,23 @@ meta = sa.Table(
 AUDIT_COLUMNS = [c.name for c in audit.columns]
 
 
+def fit(table: sa.Table, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` made storable in ``table`` on every database.
+
+    Text is cut to its column's length and NUL characters are dropped (PostgreSQL
+    refuses both; SQLite would keep them), so that a strange file name or header never
+    costs an audit row.
+    """
+    out = dict(values)
+    for name, value in values.items():
+        if not isinstance(value, str) or name not in table.c:
+            continue
+        value = value.replace("\x00", "")
+        length = getattr(table.c[name].type, "length", None)
+        out[name] = value[:length] if length else value
+    return out
+
+
 class StoreError(VoiceCheckError):
     """The store cannot be reached or written."""
 
@@ -231,7 +248,7 @@ class Store:
         """Append audit rows, committed before returning."""
         if not rows:
             return
-        clean = [{k: r.get(k) for k in AUDIT_COLUMNS if k != "id"} for r in rows]
+        clean = [fit(audit, {k: r.get(k) for k in AUDIT_COLUMNS if k != "id"}) for r in rows]
         if conn is not None:
             conn.execute(audit.insert(), clean)
             return
@@ -277,7 +294,7 @@ class Store:
     def save_analysis(self, row: dict[str, Any], audit_row: dict[str, Any]) -> None:
         """Store one analysis and its audit row in one transaction."""
         with self.begin() as conn:
-            conn.execute(analyses.insert().values(**row))
+            conn.execute(analyses.insert().values(**fit(analyses, row)))
             self.write_audit([audit_row], conn=conn)
 
     def get_analysis(self, analysis_id: str) -> dict[str, Any] | None:
@@ -297,7 +314,7 @@ class Store:
     def add_key(self, row: dict[str, Any]) -> None:
         """Store a new API key row."""
         with self.begin() as conn:
-            conn.execute(api_keys.insert().values(**row))
+            conn.execute(api_keys.insert().values(**fit(api_keys, row)))
 
     def get_key(self, key_id: str) -> dict[str, Any] | None:
         """One key row by its public id, or None."""
@@ -334,7 +351,7 @@ class Store:
     def add_job(self, row: dict[str, Any], audit_row: dict[str, Any]) -> None:
         """Store a new job and the audit row of its submission in one transaction."""
         with self.begin() as conn:
-            conn.execute(jobs.insert().values(**row))
+            conn.execute(jobs.insert().values(**fit(jobs, row)))
             self.write_audit([audit_row], conn=conn)
 
     def find_job(self, key_id: str, idempotency_key: str) -> dict[str, Any] | None:
@@ -404,7 +421,7 @@ class Store:
         if held_by is not None:
             q = q.where(jobs.c.runner == held_by)
         with self.begin() as conn:
-            return conn.execute(q.values(**values)).rowcount == 1
+            return conn.execute(q.values(**fit(jobs, values))).rowcount == 1
 
     def job_file_done(
         self,
@@ -428,7 +445,7 @@ class Store:
             results = [r for r in results if r.get("index") != index] + [result]
             results.sort(key=lambda r: r["index"])
             if analysis is not None:
-                conn.execute(analyses.insert().values(**analysis))
+                conn.execute(analyses.insert().values(**fit(analyses, analysis)))
             self.write_audit([audit_row], conn=conn)
             conn.execute(
                 jobs.update()
