@@ -214,7 +214,8 @@ _CONSTRAINTS = (
 
 def constraints(schema: dict[str, Any]) -> list[str]:
     """The schema's limits in words (``at least 0``, ``matches ^...$``)."""
-    return [words.format(schema[key]) for key, words in _CONSTRAINTS if key in schema]
+    words = [w.format(schema[key]) for key, w in _CONSTRAINTS if key in schema]
+    return ["not empty" if w == "at least 1 characters" else w for w in words]
 
 
 def property_rows(

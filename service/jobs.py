@@ -308,7 +308,7 @@ class JobRunner:
     def run_pending(self, limit: int | None = None) -> int:
         """Run queued jobs (and pending callbacks) until none is left or ``limit`` ran."""
         ran = 0
-        for job in self.svc.store.pending_callbacks():
+        for job in self.svc.store.pending_callbacks(time.time()):
             try:
                 self._callback(job)
             except StoreError:  # one bad callback must not stop the jobs behind it
@@ -428,13 +428,18 @@ class JobRunner:
 
     def _callback(self, job: dict[str, Any]) -> None:
         svc = self.svc
-        if not job.get("callback_url") or job.get("callback_status"):
+        if not job.get("callback_url"):
             return
+        settings = svc.settings
+        # Long enough for every attempt and the pauses between them.
+        hold_s = settings.callback_attempts * (settings.callback_timeout_s + 30.0) + 60.0
+        if not svc.store.claim_callback(job["id"], time.time(), hold_s):
+            return  # delivered already, or another process is delivering it
         with _job_context(self.app, job):
             analyses = svc.store.job_analyses(job["id"])
             payload = {"event": "job.finished", **job_body(job, analyses=analyses)}
         outcome = deliver(job["callback_url"], payload, svc.settings)
-        svc.store.update_job(job["id"], callback_status=outcome)
+        svc.store.update_job(job["id"], callback_status=outcome, callback_until=None)
         svc.logger.info("job callback", extra={"job_id": job["id"], "callback_status": outcome})
 
 

@@ -67,5 +67,5 @@ def readyz() -> tuple[Response, int]:
 def metrics() -> Response:
     """Prometheus metrics in the text exposition format."""
     return Response(
-        service().metrics.exposition(), mimetype="text/plain; version=0.0.4; charset=utf-8"
+        service().metrics.exposition(), content_type="text/plain; version=0.0.4; charset=utf-8"
     )

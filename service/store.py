@@ -102,6 +102,7 @@ jobs = sa.Table(
     sa.Column("results", sa.Text, nullable=False, default="[]"),
     sa.Column("callback_url", sa.String(2000), nullable=True),
     sa.Column("callback_status", sa.String(200), nullable=True),
+    sa.Column("callback_until", sa.Float, nullable=True),
     sa.Column("folder", sa.String(1000), nullable=False),
     sa.Column("idempotency_key", sa.String(200), nullable=True),
     sa.UniqueConstraint("key_id", "idempotency_key", name="uq_jobs_key_idempotency"),
@@ -459,15 +460,37 @@ class Store:
             )
         return True
 
-    def pending_callbacks(self) -> list[dict[str, Any]]:
-        """Finished jobs whose callback has not been delivered or given up on."""
+    def pending_callbacks(self, now: float) -> list[dict[str, Any]]:
+        """Finished jobs whose callback is due: never claimed, or claimed by a process that died."""
         q = sa.select(jobs).where(
             jobs.c.status.in_(["done", "failed"]),
             jobs.c.callback_url.is_not(None),
-            jobs.c.callback_status.is_(None),
+            sa.or_(
+                jobs.c.callback_status.is_(None),
+                sa.and_(jobs.c.callback_status == "delivering", jobs.c.callback_until < now),
+            ),
         )
         with self.begin() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
+
+    def claim_callback(self, job_id: str, now: float, hold_s: float) -> bool:
+        """Take the delivery of a job's callback for ``hold_s`` seconds; False if another has it."""
+        with self.begin() as conn:
+            result = conn.execute(
+                jobs.update()
+                .where(
+                    jobs.c.id == job_id,
+                    jobs.c.callback_url.is_not(None),
+                    sa.or_(
+                        jobs.c.callback_status.is_(None),
+                        sa.and_(
+                            jobs.c.callback_status == "delivering", jobs.c.callback_until < now
+                        ),
+                    ),
+                )
+                .values(callback_status="delivering", callback_until=now + hold_s)
+            )
+        return result.rowcount == 1
 
     def delete_old_audio(self, before: float) -> list[str]:
         """Forget retained audio of analyses older than ``before``.

@@ -304,3 +304,17 @@ def test_cancel_a_queued_job_and_refuse_to_cancel_a_finished_one(
     runner.run_pending()
     r = client.delete(done["url"], headers=auth)
     assert r.status_code == 409 and r.json["code"] == "conflict" and r.json["job_status"] == "done"
+
+
+def test_a_callback_is_claimed_by_one_process_at_a_time(service_app, client, auth, g711_call):
+    store = service_app.extensions["voicecheck"].store
+    job = submit(client, auth, [("a.wav", g711_call)]).json
+    store.update_job(job["id"], status="done", callback_url="https://example.org/hook")
+    now = time.time()
+    assert [j["id"] for j in store.pending_callbacks(now)] == [job["id"]]
+    assert store.claim_callback(job["id"], now, 60)
+    assert not store.claim_callback(job["id"], now + 1, 60)  # another process: not yours
+    assert store.pending_callbacks(now + 1) == []
+    # The claimer died without a word: after its hold, the callback is due again.
+    assert [j["id"] for j in store.pending_callbacks(now + 61)] == [job["id"]]
+    assert store.claim_callback(job["id"], now + 61, 60)
