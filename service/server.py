@@ -46,6 +46,16 @@ def _child_exit(server: Any, worker: Any) -> None:
     multiprocess.mark_process_dead(worker.pid)
 
 
+def _post_fork(server: Any, worker: Any) -> None:
+    # One worker process per core: numerical libraries (OpenMP in the booster, BLAS) keep
+    # to one thread each, instead of every worker starting a thread per core.
+    from threadpoolctl import threadpool_limits
+
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")  # for libraries loaded after the fork
+    worker.voicecheck_threadpools = threadpool_limits(limits=1)
+
+
 def _worker_exit(server: Any, worker: Any) -> None:
     app = getattr(worker, "wsgi", None)
     svc = getattr(app, "extensions", {}).get("voicecheck") if app is not None else None
@@ -104,6 +114,7 @@ def serve(
         "loglevel": settings.log_level.lower(),
         "proc_name": "voicecheck",
         "child_exit": _child_exit,
+        "post_fork": _post_fork,
         "worker_exit": _worker_exit,
         "worker_tmp_dir": "/dev/shm" if os.path.isdir("/dev/shm") else None,
         # One control socket per user would collide between servers on one machine.
