@@ -99,6 +99,11 @@ def uploads(svc: Service, *, field: str = "file", many: bool = False) -> list[Up
     mt = _media_type()
     if mt == "multipart/form-data":
         parts = request.files.getlist(field)
+        if not parts and field in request.form:
+            raise RequestError(
+                f"the {field!r} part has no file name, so it arrived as a form field; send it "
+                f"as a file (curl: -F {field}=@call.wav)"
+            )
         if not parts:
             others = ", ".join(sorted(request.files)) or "none"
             raise RequestError(f"the multipart body has no {field!r} part (parts found: {others})")

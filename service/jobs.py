@@ -66,7 +66,7 @@ def submit() -> tuple[Response, int, dict[str, str]]:
                     )
                 ]
             )
-            return jsonify(job_body(earlier)), 200, {"Location": job_body(earlier)["url"]}
+            return _job_answer(svc, earlier, 200)
     callback = None
     if request.mimetype == "multipart/form-data":
         callback = (request.form.get("callback_url") or "").strip() or None
@@ -136,7 +136,7 @@ def submit() -> tuple[Response, int, dict[str, str]]:
             raise
         # The same submission arrived twice at once and the other one was stored first.
         g.audited = True
-        return jsonify(job_body(earlier)), 200, {"Location": job_body(earlier)["url"]}
+        return _job_answer(svc, earlier, 200)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -157,6 +157,11 @@ def status(job_id: str) -> Response:
     if row is None or not (g.key.allows("admin") or row["key_id"] == g.key.id):
         raise NotFoundError(f"no job {job_id!r} is visible to this key")
     return jsonify(job_body(row, analyses=svc.store.job_analyses(job_id)))
+
+
+def _job_answer(svc: Service, row: dict[str, Any], status: int) -> tuple[Response, int, dict]:
+    body = job_body(row, analyses=svc.store.job_analyses(row["id"]))
+    return jsonify(body), status, {"Location": body["url"]}
 
 
 @bp.delete("/jobs/<job_id>")
@@ -182,7 +187,9 @@ def cancel(job_id: str) -> Response:
         ]
     )
     g.audited = True
-    return jsonify(job_body(svc.store.get_job(job_id) or row))
+    return jsonify(
+        job_body(svc.store.get_job(job_id) or row, analyses=svc.store.job_analyses(job_id))
+    )
 
 
 def job_body(

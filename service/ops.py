@@ -11,6 +11,7 @@ from flask import Blueprint, Response, jsonify
 from voicecheck import __version__
 
 from . import service
+from .problems import problem
 from .store import StoreError
 
 bp = Blueprint("ops", __name__)
@@ -48,18 +49,10 @@ def readyz() -> tuple[Response, int]:
         "uptime_s": round(time.time() - svc.started_at, 1),
     }
     if not ready:
-        resp = jsonify(
-            {
-                **body,
-                "type": "https://voicecheck.invalid/problems/not_ready",
-                "title": "Not ready",
-                "status": 503,
-                "code": "not_ready",
-                "detail": "; ".join(f"{k}: {v}" for k, v in checks.items()),
-            }
-        )
-        resp.mimetype = "application/problem+json"
-        return resp, 503
+        detail = "; ".join(f"{k}: {v}" for k, v in checks.items())
+        return problem(
+            503, "not_ready", "Not ready", detail, checks=checks, uptime_s=body["uptime_s"]
+        ), 503
     return jsonify(body), 200
 
 

@@ -368,3 +368,10 @@ def test_logs_are_json_lines_with_the_request_id(tmp_path, small_model, g711_cal
 def test_a_hostile_request_id_is_replaced(client):
     r = client.get("/healthz", headers={"X-Request-ID": "x" * 500})
     assert r.headers["X-Request-ID"] != "x" * 500 and len(r.headers["X-Request-ID"]) == 32
+
+
+def test_a_file_part_without_a_file_name_gets_a_helpful_message(client, auth):
+    r = client.post(
+        "/v1/analyze", data={"file": "RIFF...."}, headers=auth, content_type="multipart/form-data"
+    )
+    assert r.status_code == 400 and "-F file=@call.wav" in r.json["detail"]
