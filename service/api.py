@@ -274,7 +274,6 @@ def analyze_batch() -> Response:
     results: list[dict[str, Any]] = []
     for index, upload in enumerate(files):
         row, error = _analyze_and_store(svc, upload)
-        g.audited = True
         if error is not None:
             problem = error.to_problem()
             problem.update(index=index, filename=upload.filename, sha256=upload.sha256)
