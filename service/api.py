@@ -9,12 +9,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import unquote
 
 from flask import Blueprint, Response, g, jsonify, request, url_for
 
-from voicecheck.errors import AudioTooLongError, VoiceCheckError
+from voicecheck.errors import AudioTooLongError, UnsupportedFormatError, VoiceCheckError
 from voicecheck.scoring import analyze
 
 from . import Service, service
@@ -75,22 +75,31 @@ def clean_filename(name: str | None) -> str | None:
     return name[:255] or None
 
 
-def _check_size(svc: Service, upload: Upload) -> Upload:
-    if len(upload.data) > svc.settings.max_upload_bytes:
-        raise TooLargeError(
-            f"{upload.filename or 'the upload'} is {len(upload.data) / 1024 / 1024:.1f} MiB; "
-            f"at most {svc.settings.max_upload_mb:g} MiB is accepted per file",
-            filename=upload.filename,
-        )
-    return upload
+def too_large(name: str | None, size: int, limit_mb: float) -> TooLargeError:
+    """The 413 problem for a file of ``size`` bytes over a per-file limit of ``limit_mb``."""
+    return TooLargeError(
+        f"{name or 'the upload'} is {size / 1024 / 1024:.1f} MiB; "
+        f"at most {limit_mb:g} MiB is accepted per file here",
+        filename=name,
+        limit_mb=limit_mb,
+    )
 
 
 def _media_type() -> str:
     return (request.mimetype or "").lower()
 
 
-def uploads(svc: Service, *, field: str = "file", many: bool = False) -> list[Upload]:
-    """The recordings in this request: multipart ``field`` parts, or the raw body.
+@dataclass
+class Part:
+    """One incoming recording, not read yet."""
+
+    stream: BinaryIO
+    filename: str | None
+    content_type: str | None
+
+
+def incoming(*, field: str = "file", many: bool = False, limit_mb: float) -> list[Part]:
+    """The recordings in this request, as streams: multipart ``field`` parts, or the raw body.
 
     Raises
     ------
@@ -111,37 +120,36 @@ def uploads(svc: Service, *, field: str = "file", many: bool = False) -> list[Up
             raise RequestError(
                 f"send one {field!r} part here; use /v1/analyze/batch for several files"
             )
-        out = []
-        for part in parts:
-            data = part.stream.read(svc.settings.max_upload_bytes + 1)
-            upload = Upload(data, clean_filename(part.filename), part.mimetype or None)
-            out.append(_check_size(svc, upload))
-        return out
+        return [Part(p.stream, clean_filename(p.filename), p.mimetype or None) for p in parts]
     if not mt:
         raise RequestError(
             "send the recording as multipart/form-data (field 'file') or as the raw body "
             "with an audio Content-Type"
         )
     if mt not in SUPPORTED_TYPES and not mt.startswith("audio/"):
-        from voicecheck.errors import UnsupportedFormatError
-
         raise UnsupportedFormatError(
             f"Content-Type {mt} is not an audio type; send multipart/form-data or one of the "
             "supported types"
         )
     if many:
         raise RequestError(f"send several files as multipart/form-data parts named {field!r}")
-    if (
-        request.content_length is not None
-        and request.content_length > svc.settings.max_upload_bytes
-    ):
-        raise TooLargeError(
-            f"the body is {request.content_length / 1024 / 1024:.1f} MiB; at most "
-            f"{svc.settings.max_upload_mb:g} MiB is accepted per file"
-        )
-    data = request.get_data(cache=False)
     name = clean_filename(unquote(request.headers.get("X-Filename") or ""))
-    return [_check_size(svc, Upload(data, name, mt))]
+    length = request.content_length
+    if length is not None and length > limit_mb * 1024 * 1024:
+        raise too_large(name, length, limit_mb)
+    return [Part(request.stream, name, mt)]
+
+
+def uploads(svc: Service, *, field: str = "file", many: bool = False) -> list[Upload]:
+    """The recordings in this request, read into memory (at most ``max_upload_mb`` each)."""
+    limit_mb = svc.settings.max_upload_mb
+    out = []
+    for part in incoming(field=field, many=many, limit_mb=limit_mb):
+        data = part.stream.read(svc.settings.max_upload_bytes + 1)
+        if len(data) > svc.settings.max_upload_bytes:
+            raise too_large(part.filename, len(data), limit_mb)
+        out.append(Upload(data, part.filename, part.content_type))
+    return out
 
 
 def retain(svc: Service, upload: Upload) -> str | None:

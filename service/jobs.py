@@ -29,7 +29,15 @@ from flask import Blueprint, Flask, Response, g, jsonify, request, url_for
 from voicecheck.errors import VoiceCheckError
 
 from . import service
-from .api import Upload, analysis_body, requires, score_upload, uploads
+from .api import (
+    Part,
+    Upload,
+    analysis_body,
+    incoming,
+    requires,
+    score_upload,
+    too_large,
+)
 from .audit import request_row
 from .callbacks import check_callback_url, deliver
 from .problems import ConflictError, NotFoundError, RequestError
@@ -40,6 +48,9 @@ if TYPE_CHECKING:
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1")
 
+COPY_CHUNK_BYTES = 1 << 20
+"""Uploads are copied to a job's folder in pieces of this many bytes."""
+
 PURGE_EVERY_S = 3600.0
 """How often a runner deletes retained audio past its retention time, in seconds."""
 
@@ -49,6 +60,7 @@ PURGE_EVERY_S = 3600.0
 def submit() -> tuple[Response, int, dict[str, str]]:
     """Queue recordings (multipart parts named ``file``) for scoring in the background."""
     svc = service()
+    request.max_content_length = svc.settings.max_job_request_bytes
     idempotency = (request.headers.get("Idempotency-Key") or "").strip() or None
     if idempotency is not None:
         if len(idempotency) > 200:
@@ -74,10 +86,12 @@ def submit() -> tuple[Response, int, dict[str, str]]:
         callback = (request.args.get("callback_url") or "").strip() or None
     if callback:
         callback = check_callback_url(callback, svc.settings)
-    files = uploads(svc, many=request.mimetype == "multipart/form-data")
-    if len(files) > svc.settings.max_job_files:
+    parts = incoming(
+        many=request.mimetype == "multipart/form-data", limit_mb=svc.settings.max_job_upload_mb
+    )
+    if len(parts) > svc.settings.max_job_files:
         raise RequestError(
-            f"the job holds {len(files)} files; at most {svc.settings.max_job_files} are accepted",
+            f"the job holds {len(parts)} files; at most {svc.settings.max_job_files} are accepted",
             max_files=svc.settings.max_job_files,
         )
     job_id = new_id("job")
@@ -85,18 +99,15 @@ def submit() -> tuple[Response, int, dict[str, str]]:
     folder.mkdir(parents=True)
     listing = []
     try:
-        for index, upload in enumerate(files):
+        for index, part in enumerate(parts):
             path = folder / f"{index:05d}.bin"
-            with open(path, "wb") as fh:
-                fh.write(upload.data)
-                fh.flush()
-                os.fsync(fh.fileno())
+            size, digest = _save(part, path, svc.settings.max_job_upload_mb)
             listing.append(
                 {
                     "index": index,
-                    "filename": upload.filename,
-                    "size_bytes": len(upload.data),
-                    "sha256": upload.sha256,
+                    "filename": part.filename,
+                    "size_bytes": size,
+                    "sha256": digest,
                     "path": path.name,
                 }
             )
@@ -109,7 +120,7 @@ def submit() -> tuple[Response, int, dict[str, str]]:
             "status": "queued",
             "created_at": now,
             "files": json.dumps(listing),
-            "total": len(files),
+            "total": len(listing),
             "done": 0,
             "failed": 0,
             "results": "[]",
@@ -122,9 +133,9 @@ def submit() -> tuple[Response, int, dict[str, str]]:
             request_row(
                 status=202,
                 outcome="queued",
-                size_bytes=sum(len(u.data) for u in files),
-                filename=files[0].filename if len(files) == 1 else f"{len(files)} files",
-                sha256=files[0].sha256 if len(files) == 1 else None,
+                size_bytes=sum(item["size_bytes"] for item in listing),
+                filename=listing[0]["filename"] if len(listing) == 1 else f"{len(listing)} files",
+                sha256=listing[0]["sha256"] if len(listing) == 1 else None,
                 model_id=svc.detector.model_id,
                 job_id=job_id,
             ),
@@ -157,6 +168,23 @@ def status(job_id: str) -> Response:
     if row is None or not (g.key.allows("admin") or row["key_id"] == g.key.id):
         raise NotFoundError(f"no job {job_id!r} is visible to this key")
     return jsonify(job_body(row, analyses=svc.store.job_analyses(job_id)))
+
+
+def _save(part: Part, path: Path, limit_mb: float) -> tuple[int, str]:
+    """Stream one upload to ``path`` (fsynced); returns its size and sha256."""
+    limit = int(limit_mb * 1024 * 1024)
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "wb") as fh:
+        while chunk := part.stream.read(COPY_CHUNK_BYTES):
+            size += len(chunk)
+            if size > limit:
+                raise too_large(part.filename, size, limit_mb)
+            digest.update(chunk)
+            fh.write(chunk)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return size, digest.hexdigest()
 
 
 def _job_answer(svc: Service, row: dict[str, Any], status: int) -> tuple[Response, int, dict]:

@@ -56,6 +56,10 @@ class Settings:
         waits; longer ones are refused with a pointer to ``/v1/jobs``.
     max_job_duration_s : float
         Longest recording a job accepts.
+    max_job_upload_mb : float
+        Largest single file a job accepts, in MiB (streamed to disk, not held in memory).
+    max_job_request_mb : float
+        Largest ``/v1/jobs`` request body, in MiB.
     max_batch_files : int
         Most files in one ``/v1/analyze/batch`` request.
     max_job_files : int
@@ -101,6 +105,8 @@ class Settings:
     max_request_mb: float = 256.0
     max_sync_duration_s: float = 900.0
     max_job_duration_s: float = 4 * 3600.0
+    max_job_upload_mb: float = 1024.0
+    max_job_request_mb: float = 2048.0
     max_batch_files: int = 16
     max_job_files: int = 200
     rate_limit: str = "600/minute"
@@ -129,6 +135,11 @@ class Settings:
     def max_upload_bytes(self) -> int:
         """Largest single file, in bytes."""
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_job_request_bytes(self) -> int:
+        """Largest job request body, in bytes."""
+        return int(self.max_job_request_mb * 1024 * 1024)
 
     @property
     def max_request_bytes(self) -> int:
@@ -230,7 +241,15 @@ def load_settings(
         values[key] = _convert(key, kinds[key], value, "the overrides")
 
     settings = Settings(**values)
-    for key in ("max_upload_mb", "max_request_mb", "max_sync_duration_s", "max_job_duration_s"):
+    positive = (
+        "max_upload_mb",
+        "max_request_mb",
+        "max_job_upload_mb",
+        "max_job_request_mb",
+        "max_sync_duration_s",
+        "max_job_duration_s",
+    )
+    for key in positive:
         if getattr(settings, key) <= 0:
             raise SettingsError(f"setting {key} is {getattr(settings, key)}; expected more than 0")
     if settings.log_format not in {"json", "text"}:

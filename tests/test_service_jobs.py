@@ -318,3 +318,34 @@ def test_a_callback_is_claimed_by_one_process_at_a_time(service_app, client, aut
     # The claimer died without a word: after its hold, the callback is due again.
     assert [j["id"] for j in store.pending_callbacks(now + 61)] == [job["id"]]
     assert store.claim_callback(job["id"], now + 61, 60)
+
+
+def test_jobs_take_files_over_the_synchronous_upload_limit_streamed_to_disk(
+    tmp_path, small_model, g711_call
+):
+    app = make_app(tmp_path, small_model, max_upload_mb=0.05, max_job_upload_mb=0.5)
+    svc = app.extensions["voicecheck"]
+    auth = {"Authorization": f"Bearer {create_key(svc.store, 'k')[1]}"}
+    c = app.test_client()
+    sync = c.post("/v1/analyze", data=g711_call, headers={**auth, "Content-Type": "audio/wav"})
+    assert sync.status_code == 413
+    r = c.post("/v1/jobs", data=g711_call, headers={**auth, "Content-Type": "audio/wav"})
+    assert r.status_code == 202
+    svc.runner.run_pending()
+    job = c.get(r.json["url"], headers=auth).json
+    assert job["results"][0]["sha256"] == hashlib.sha256(g711_call).hexdigest()
+    assert job["results"][0]["size_bytes"] == len(g711_call)
+
+
+def test_a_job_file_over_its_limit_is_refused_and_nothing_is_left_behind(
+    tmp_path, small_model, g711_call
+):
+    app = make_app(tmp_path, small_model, max_job_upload_mb=0.05)
+    svc = app.extensions["voicecheck"]
+    auth = {"Authorization": f"Bearer {create_key(svc.store, 'k')[1]}"}
+    r = submit(app.test_client(), auth, [("ok.wav", g711_call[:20000]), ("big.wav", g711_call)])
+    assert r.status_code == 413 and r.json["code"] == "file_too_large"
+    assert "big.wav" in r.json["detail"]
+    jobs_dir = __import__("pathlib").Path(svc.settings.data_dir) / "jobs"
+    assert not jobs_dir.exists() or not any(jobs_dir.iterdir())
+    assert svc.store.claim_job("x", time.time(), 10) is None
