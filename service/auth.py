@@ -100,6 +100,21 @@ def parse_rate(text: str | None) -> RateLimit | None:
     return RateLimit(count, _PERIOD_S[m.group(2)]) if count > 0 else None
 
 
+def parse_duration(text: str) -> float:
+    """Seconds in ``"90d"``, ``"12h"``, ``"30m"`` or ``"2w"``.
+
+    >>> parse_duration("90d")
+    7776000.0
+    """
+    m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", str(text).lower())
+    if not m or float(m.group(1)) <= 0:
+        raise KeyRequestError(
+            f"duration {text!r} is not understood; expected a number and s, m, h, d or w (90d)"
+        )
+    unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+    return float(m.group(1)) * unit
+
+
 def hash_secret(secret: str) -> str:
     """SHA-256 of a key's secret part, hex."""
     return hashlib.sha256(secret.encode()).hexdigest()
@@ -125,6 +140,7 @@ def create_key(
     *,
     scopes: tuple[str, ...] | list[str] = DEFAULT_SCOPES,
     rate_limit: str | None = None,
+    expires_at: float | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Create a key; returns its stored row and the full key (shown once, never stored).
 
@@ -154,6 +170,7 @@ def create_key(
         "rate_limit": rate_limit,
         "created_at": time.time(),
         "revoked_at": None,
+        "expires_at": expires_at,
     }
     store.add_key(row)
     return row, f"vck_{key_id}_{secret}"
@@ -180,6 +197,8 @@ def check_key(store: Store, header: str | None) -> ApiKey:
     stored = row["secret_sha256"] if row else hash_secret(secrets.token_urlsafe(32))
     if not hmac.compare_digest(presented, stored) or row is None or row["revoked_at"] is not None:
         raise AuthError("the API key is not valid (unknown, revoked or mistyped)")
+    if row["expires_at"] is not None and row["expires_at"] <= time.time():
+        raise AuthError(f"the API key {row['id']} has expired; ask for a new one")
     return ApiKey(
         id=row["id"],
         name=row["name"],

@@ -204,42 +204,75 @@ def keys() -> None:
     default=None,
     help="This key's limit, e.g. 120/minute (0 for none). Default: the server's.",
 )
+@click.option("--expires-in", default=None, help="Make the key stop working after e.g. 90d or 12h.")
 @store_options
 def keys_create(
     name: str,
     scopes: tuple[str, ...],
     rate_limit: str | None,
+    expires_in: str | None,
     data_dir: str | None,
     database_url: str | None,
 ) -> None:
     """Create a key named NAME; the key itself is printed alone on the last line, once."""
-    from .auth import DEFAULT_SCOPES, create_key
+    import time
+
+    from .auth import DEFAULT_SCOPES, create_key, parse_duration
 
     store = _open_store(data_dir, database_url)
     try:
-        row, key = create_key(store, name, scopes=scopes or DEFAULT_SCOPES, rate_limit=rate_limit)
+        expires_at = time.time() + parse_duration(expires_in) if expires_in else None
+        row, key = create_key(
+            store,
+            name,
+            scopes=scopes or DEFAULT_SCOPES,
+            rate_limit=rate_limit,
+            expires_at=expires_at,
+        )
     except VoiceCheckError as exc:
         _fail(str(exc))
     click.echo(
         f"created key {row['id']} ({row['name']}), scopes: {row['scopes']}, "
-        f"rate limit: {row['rate_limit'] or 'server default'}"
+        f"rate limit: {row['rate_limit'] or 'server default'}, "
+        f"expires: {_when(row['expires_at']) if row['expires_at'] else 'never'}"
     )
     click.echo("store it now; it cannot be shown again:")
     click.echo(key)
 
 
 @keys.command("list")
-@click.option("--all", "show_all", is_flag=True, help="Include revoked keys.")
+@click.option("--all", "show_all", is_flag=True, help="Include revoked and expired keys.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per key.")
 @store_options
-def keys_list(show_all: bool, data_dir: str | None, database_url: str | None) -> None:
-    """List keys: id, name, scopes, rate limit, created and revoked times."""
+def keys_list(
+    show_all: bool, as_json: bool, data_dir: str | None, database_url: str | None
+) -> None:
+    """List keys: id, name, scopes, rate limit, created, last used, expiry, revocation."""
+    import json
+    import time
+
     store = _open_store(data_dir, database_url)
-    rows = [r for r in store.list_keys() if show_all or r["revoked_at"] is None]
-    click.echo(f"{'ID':<12}  {'NAME':<24}  {'SCOPES':<20}  {'RATE':<12}  {'CREATED':<20}  REVOKED")
+    now = time.time()
+    used = store.last_used()
+    rows = [
+        {**{k: v for k, v in r.items() if k != "secret_sha256"}, "last_used_at": used.get(r["id"])}
+        for r in store.list_keys()
+        if show_all
+        or (r["revoked_at"] is None and (r["expires_at"] is None or r["expires_at"] > now))
+    ]
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(r))
+        return
+    click.echo(
+        f"{'ID':<12}  {'NAME':<20}  {'SCOPES':<18}  {'RATE':<11}  {'CREATED':<20}  "
+        f"{'LAST USED':<20}  {'EXPIRES':<20}  REVOKED"
+    )
     for r in rows:
         click.echo(
-            f"{r['id']:<12}  {r['name'][:24]:<24}  {r['scopes']:<20}  "
-            f"{(r['rate_limit'] or 'default'):<12}  {_when(r['created_at']):<20}  "
+            f"{r['id']:<12}  {r['name'][:20]:<20}  {r['scopes']:<18}  "
+            f"{(r['rate_limit'] or 'default'):<11}  {_when(r['created_at']):<20}  "
+            f"{_when(r['last_used_at']):<20}  {_when(r['expires_at']):<20}  "
             f"{_when(r['revoked_at'])}"
         )
 

@@ -35,6 +35,7 @@ api_keys = sa.Table(
     sa.Column("rate_limit", sa.String(40), nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("revoked_at", sa.Float, nullable=True),
+    sa.Column("expires_at", sa.Float, nullable=True),
 )
 
 analyses = sa.Table(
@@ -105,7 +106,7 @@ jobs = sa.Table(
     sa.Column("callback_until", sa.Float, nullable=True),
     sa.Column("folder", sa.String(1000), nullable=False),
     sa.Column("idempotency_key", sa.String(200), nullable=True),
-    sa.UniqueConstraint("key_id", "idempotency_key", name="uq_jobs_key_idempotency"),
+    sa.Index("uq_jobs_key_idempotency", "key_id", "idempotency_key", unique=True),
 )
 
 meta = sa.Table(
@@ -206,7 +207,8 @@ class Store:
         for attempt in range(5):  # several workers may create the tables at once
             try:
                 metadata.create_all(self.engine)
-                with self.begin() as conn:
+                self._add_missing()
+                with self.engine.begin() as conn:
                     row = conn.execute(
                         sa.select(meta.c.value).where(meta.c.key == "schema")
                     ).first()
@@ -222,6 +224,32 @@ class Store:
                 if attempt == 4:
                     raise
                 time.sleep(0.2 * (attempt + 1))
+
+    def _add_missing(self) -> None:
+        """Bring a store made by an earlier version up to date: add new columns and indexes.
+
+        Columns are only ever added (nullable, so old rows stay valid), never changed or
+        dropped; a store written by this version stays readable by the one before.
+        """
+        inspector = sa.inspect(self.engine)
+        with self.engine.begin() as conn:
+            for table in metadata.sorted_tables:
+                present = {c["name"] for c in inspector.get_columns(table.name)}
+                for column in table.columns:
+                    if column.name in present:
+                        continue
+                    if not column.nullable:
+                        raise StoreError(
+                            f"the store at {self.safe_url} lacks the required column "
+                            f"{table.name}.{column.name}; it was made by an unknown version"
+                        )
+                    kind = column.type.compile(dialect=self.engine.dialect)
+                    conn.execute(
+                        sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+                    )
+        for table in metadata.sorted_tables:
+            for index in table.indexes:
+                index.create(self.engine, checkfirst=True)
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
@@ -322,6 +350,12 @@ class Store:
         with self.begin() as conn:
             row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
         return dict(row._mapping) if row else None
+
+    def last_used(self) -> dict[str, float]:
+        """The time of each key's latest audit row, by key id."""
+        q = sa.select(audit.c.key_id, sa.func.max(audit.c.time)).group_by(audit.c.key_id)
+        with self.begin() as conn:
+            return {k: t for k, t in conn.execute(q) if k is not None}
 
     def list_keys(self) -> list[dict[str, Any]]:
         """Every key row, oldest first."""

@@ -141,8 +141,14 @@ def test_rate_window_slides(store):
 
     key = ApiKey(id="k1", name="k", scopes=frozenset({"analyze"}), rate_limit="2/minute")
     rows = [
-        {"time": t, "key_id": "k1", "method": "POST", "path": "/v1/analyze", "status": 200,
-         "outcome": "ok"}
+        {
+            "time": t,
+            "key_id": "k1",
+            "method": "POST",
+            "path": "/v1/analyze",
+            "status": 200,
+            "outcome": "ok",
+        }
         for t in (1000.0, 1030.0)
     ]
     store.write_audit(rows)
@@ -157,8 +163,12 @@ def test_rate_window_slides(store):
 
 def test_settings_come_from_file_then_environment_then_overrides(tmp_path):
     (tmp_path / "voicecheck.toml").write_text('max_upload_mb = 10\nrate_limit = "5/second"\n')
-    env = {"VOICECHECK_DATA_DIR": str(tmp_path), "VOICECHECK_MAX_UPLOAD_MB": "20",
-           "VOICECHECK_RETAIN_AUDIO": "yes", "VOICECHECK_CALLBACK_ALLOWED_HOSTS": "a.example, b"}
+    env = {
+        "VOICECHECK_DATA_DIR": str(tmp_path),
+        "VOICECHECK_MAX_UPLOAD_MB": "20",
+        "VOICECHECK_RETAIN_AUDIO": "yes",
+        "VOICECHECK_CALLBACK_ALLOWED_HOSTS": "a.example, b",
+    }
     s = load_settings(environ=env)
     assert s.max_upload_mb == 20 and s.rate_limit == "5/second" and s.retain_audio is True
     assert s.callback_allowed_hosts == ["a.example", "b"]
@@ -194,3 +204,37 @@ def test_public_settings_hide_secrets():
     )
     shown = str(s.public())
     assert "hunter2" not in shown and "s3" not in shown and "vc:***@db" in shown
+
+
+def test_an_expired_key_is_refused(store):
+    import time
+
+    row, key = create_key(store, "temp", expires_at=time.time() + 3600)
+    assert check_key(store, f"Bearer {key}").id == row["id"]
+    row, key = create_key(store, "old", expires_at=time.time() - 1)
+    with pytest.raises(AuthError, match="has expired"):
+        check_key(store, f"Bearer {key}")
+
+
+def test_a_store_from_an_earlier_version_gains_the_new_columns(tmp_path):
+    import sqlalchemy as sa
+
+    path = tmp_path / "old.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:  # the key table as the first release wrote it
+        conn.execute(
+            sa.text(
+                "CREATE TABLE api_keys (id VARCHAR(32) PRIMARY KEY, name VARCHAR(200) NOT NULL, "
+                "secret_sha256 VARCHAR(64) NOT NULL, scopes VARCHAR(200) NOT NULL, "
+                "rate_limit VARCHAR(40), created_at FLOAT NOT NULL, revoked_at FLOAT)"
+            )
+        )
+        conn.execute(
+            sa.text("INSERT INTO api_keys VALUES ('abc', 'kept', 'x', 'analyze', NULL, 1.0, NULL)")
+        )
+    engine.dispose()
+    store = Store(f"sqlite:///{path}")
+    assert store.get_key("abc")["expires_at"] is None  # old rows stay valid
+    row, key = create_key(store, "new", expires_at=2e9)
+    assert check_key(store, f"Bearer {key}").name == "new"
+    store.dispose()

@@ -34,8 +34,17 @@ def test_keys_create_prints_the_key_alone_on_the_last_line(data_dir):
 
 
 def test_keys_take_scopes_and_rate_limits_and_can_be_revoked(data_dir):
-    made = run("keys", "create", "ops", "--scope", "admin", "--rate-limit", "5/second",
-               "--data-dir", data_dir)
+    made = run(
+        "keys",
+        "create",
+        "ops",
+        "--scope",
+        "admin",
+        "--rate-limit",
+        "5/second",
+        "--data-dir",
+        data_dir,
+    )
     key = made.output.strip().splitlines()[-1]
     key_id = key.split("_")[1]
     assert "scopes: admin" in made.output and "5/second" in made.output
@@ -71,11 +80,15 @@ def test_data_dir_comes_from_the_environment(data_dir):
 
 def _with_traffic(data_dir, small_model, g711_call):
     key = run("keys", "create", "partner", "--data-dir", data_dir).output.split()[-1]
-    app = create_app({"data_dir": data_dir, "detector": small_model, "job_runner": False,
-                      "log_level": "WARNING"})
+    app = create_app(
+        {"data_dir": data_dir, "detector": small_model, "job_runner": False, "log_level": "WARNING"}
+    )
     c = app.test_client()
-    ok = c.post("/v1/analyze", data=g711_call,
-                headers={"Authorization": f"Bearer {key}", "Content-Type": "audio/wav"})
+    ok = c.post(
+        "/v1/analyze",
+        data=g711_call,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "audio/wav"},
+    )
     c.post("/v1/analyze", data=g711_call, headers={"Content-Type": "audio/wav"})
     app.extensions["voicecheck"].store.dispose()
     return ok.json
@@ -99,11 +112,24 @@ def test_audit_export_as_csv_and_json(data_dir, small_model, g711_call, tmp_path
 
 def test_audit_export_filters_by_time_and_key(data_dir, small_model, g711_call):
     _with_traffic(data_dir, small_model, g711_call)
-    later = json.loads(run("audit", "export", "--format", "json", "--since", "2999-01-01",
-                           "--data-dir", data_dir).output)
+    later = json.loads(
+        run(
+            "audit", "export", "--format", "json", "--since", "2999-01-01", "--data-dir", data_dir
+        ).output
+    )
     assert later == []
-    earlier = json.loads(run("audit", "export", "--format", "json", "--until", "2000-01-01T00:00",
-                             "--data-dir", data_dir).output)
+    earlier = json.loads(
+        run(
+            "audit",
+            "export",
+            "--format",
+            "json",
+            "--until",
+            "2000-01-01T00:00",
+            "--data-dir",
+            data_dir,
+        ).output
+    )
     assert earlier == []
     bad = run("audit", "export", "--since", "yesterday", "--data-dir", data_dir)
     assert bad.exit_code == 2 and "ISO 8601" in bad.output
@@ -132,16 +158,23 @@ def test_worker_runs_queued_jobs_and_stops_on_sigterm(data_dir, small_model, g71
     from voicecheck.model import default_model_path
 
     key = run("keys", "create", "partner", "--data-dir", data_dir).output.split()[-1]
-    app = create_app({"data_dir": data_dir, "detector": small_model, "job_runner": False,
-                      "log_level": "WARNING"})
+    app = create_app(
+        {"data_dir": data_dir, "detector": small_model, "job_runner": False, "log_level": "WARNING"}
+    )
     auth = {"Authorization": f"Bearer {key}"}
     c = app.test_client()
     job = c.post("/v1/jobs", data=g711_call, headers={**auth, "Content-Type": "audio/wav"}).json
-    env = {**os.environ, "VOICECHECK_DATA_DIR": data_dir, "VOICECHECK_JOB_POLL_S": "0.2",
-           "VOICECHECK_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "VOICECHECK_DATA_DIR": data_dir,
+        "VOICECHECK_JOB_POLL_S": "0.2",
+        "VOICECHECK_LOG_LEVEL": "WARNING",
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "voicecheck.cli", "worker", "--model", str(default_model_path())],
-        env=env, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.time() + 60
@@ -156,3 +189,19 @@ def test_worker_runs_queued_jobs_and_stops_on_sigterm(data_dir, small_model, g71
         if proc.poll() is None:
             proc.kill()
     assert c.get(job["url"], headers=auth).json["results"][0]["verdict"]
+
+
+def test_keys_can_expire_and_list_shows_their_last_use(data_dir, small_model, g711_call):
+    made = run("keys", "create", "pilot", "--expires-in", "30d", "--data-dir", data_dir)
+    assert made.exit_code == 0 and "expires: 20" in made.output
+    bad = run("keys", "create", "x", "--expires-in", "soon", "--data-dir", data_dir)
+    assert bad.exit_code == 1 and "duration 'soon' is not understood" in bad.output
+    _with_traffic(data_dir, small_model, g711_call)
+    rows = [
+        json.loads(x)
+        for x in run("keys", "list", "--json", "--data-dir", data_dir).output.splitlines()
+    ]
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["pilot"]["expires_at"] and by_name["pilot"]["last_used_at"] is None
+    assert by_name["partner"]["last_used_at"] is not None
+    assert all("secret_sha256" not in r for r in rows)
