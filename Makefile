@@ -48,7 +48,8 @@ setup: system-deps venv
 run: setup
 	$(BIN)/voicecheck sample sample-call.wav
 	@mkdir -p $(DATA)
-	@if [ ! -s $(DATA)/demo.key ]; then \
+	@if [ ! -s $(DATA)/demo.key ] || ! $(BIN)/voicecheck keys list --json --data-dir $(DATA) \
+	    | grep -q '"name": "demo"'; then \
 	  umask 077 && $(BIN)/voicecheck keys create demo --data-dir $(DATA) > $(DATA)/demo.key.out && \
 	  tail -n 1 $(DATA)/demo.key.out > $(DATA)/demo.key && rm $(DATA)/demo.key.out; fi
 	@echo "API: http://$(HOST):$(PORT)/  docs: http://$(HOST):$(PORT)/docs"
