@@ -140,6 +140,9 @@ def _register_request_hooks(app: Flask, svc: Service) -> None:
         if response.status_code >= 400:
             svc.metrics.errors.labels(getattr(g, "error_code", None) or "http_error").inc()
         response.headers["X-Request-ID"] = g.get("request_id", "")
+        rate = g.get("rate")
+        if rate is not None and "RateLimit-Limit" not in response.headers:
+            response.headers.update(rate.headers())
         svc.logger.info(
             "request",
             extra={

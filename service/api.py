@@ -40,7 +40,7 @@ def requires(scope: str, *, counted: bool = True) -> Callable:
                     f"(it has: {', '.join(sorted(g.key.scopes))})"
                 )
             if counted:
-                check_rate(svc.store, g.key, svc.settings.rate_limit)
+                g.rate = check_rate(svc.store, g.key, svc.settings.rate_limit)
             return view(*args, **kwargs)
 
         return inner

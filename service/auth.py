@@ -56,9 +56,12 @@ class RateLimitedError(VoiceCheckError):
     code = "rate_limited"
     title = "Too many requests"
 
-    def __init__(self, message: str, *, retry_after_s: int, **details: object) -> None:
+    def __init__(
+        self, message: str, *, retry_after_s: int, rate: RateState | None = None, **details: object
+    ) -> None:
         super().__init__(message, retry_after_s=retry_after_s, **details)
         self.retry_after_s = retry_after_s
+        self.rate = rate
 
 
 class KeyRequestError(VoiceCheckError):
@@ -207,12 +210,37 @@ def check_key(store: Store, header: str | None) -> ApiKey:
     )
 
 
-def check_rate(store: Store, key: ApiKey, default: str, *, now: float | None = None) -> None:
+@dataclass(frozen=True)
+class RateState:
+    """Where a key stands against its limit, for the ``RateLimit-*`` response headers."""
+
+    limit: RateLimit
+    remaining: int
+    reset_s: int
+
+    def headers(self) -> dict[str, str]:
+        """``RateLimit-Limit``, ``RateLimit-Remaining``, ``RateLimit-Reset`` and the policy."""
+        return {
+            "RateLimit-Limit": str(self.limit.count),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset_s),
+            "RateLimit-Policy": f"{self.limit.count};w={self.limit.period_s}",
+        }
+
+
+def check_rate(
+    store: Store, key: ApiKey, default: str, *, now: float | None = None
+) -> RateState | None:
     """Refuse the request when ``key`` has used up its limit in the current window.
 
     Counts the key's audit rows (one per analysed file or refused request, 429s
     excluded) in the sliding window, so the limit holds across server processes that
     share the store.
+
+    Returns
+    -------
+    RateState or None
+        The key's standing before this request (None when it has no limit).
 
     Raises
     ------
@@ -221,13 +249,15 @@ def check_rate(store: Store, key: ApiKey, default: str, *, now: float | None = N
     """
     limit = parse_rate(key.rate_limit if key.rate_limit is not None else default)
     if limit is None:
-        return
+        return None
     now = time.time() if now is None else now
     used, oldest = store.count_recent(key.id, now - limit.period_s)
+    reset = max(1, math.ceil((oldest or now) + limit.period_s - now))
     if used >= limit.count:
-        wait = max(1, math.ceil((oldest or now) + limit.period_s - now))
         raise RateLimitedError(
-            f"key {key.name!r} has used its limit of {limit}; retry in {wait} s",
-            retry_after_s=wait,
+            f"key {key.name!r} has used its limit of {limit}; retry in {reset} s",
+            retry_after_s=reset,
             limit=str(limit),
+            rate=RateState(limit, 0, reset),
         )
+    return RateState(limit, limit.count - used - 1, reset)

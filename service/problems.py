@@ -134,6 +134,9 @@ def error_response(exc: VoiceCheckError) -> Response:
     retry = getattr(exc, "retry_after_s", None)
     if retry is not None:
         resp.headers["Retry-After"] = str(retry)
+    rate = getattr(exc, "rate", None)
+    if rate is not None:
+        resp.headers.update(rate.headers())
     return resp
 
 

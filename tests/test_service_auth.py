@@ -125,8 +125,13 @@ def test_rate_limit_answers_429_with_retry_after(tmp_path, small_model, g711_cal
             headers={"Authorization": f"Bearer {k}", "Content-Type": "audio/wav"},
         )
 
-    assert [post(key).status_code for _ in range(2)] == [200, 200]
+    first, second = post(key), post(key)
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert first.headers["RateLimit-Limit"] == "2" and first.headers["RateLimit-Remaining"] == "1"
+    assert second.headers["RateLimit-Remaining"] == "0"
+    assert first.headers["RateLimit-Policy"] == "2;w=60"
     limited = post(key)
+    assert limited.headers["RateLimit-Remaining"] == "0"
     assert limited.status_code == 429 and limited.json["code"] == "rate_limited"
     assert 1 <= int(limited.headers["Retry-After"]) <= 60
     assert limited.json["retry_after_s"] == int(limited.headers["Retry-After"])
