@@ -26,6 +26,16 @@ from .store import iso, new_id
 bp = Blueprint("api", __name__, url_prefix="/v1")
 
 
+def visible(row: dict[str, Any] | None, kind: str, ident: str) -> dict[str, Any]:
+    """``row`` when the request's key may see it (its own, or any with admin); else 404.
+
+    Another key's analysis or job answers exactly like one that does not exist.
+    """
+    if row is None or not (g.key.allows("admin") or row["key_id"] == g.key.id):
+        raise NotFoundError(f"no {kind} {ident!r} is visible to this key")
+    return row
+
+
 def requires(scope: str, *, counted: bool = True) -> Callable:
     """Check the Bearer key, its ``scope`` and (when ``counted``) its rate limit."""
 
@@ -298,7 +308,5 @@ def analyze_batch() -> Response:
 def get_analysis(analysis_id: str) -> Response:
     """A stored analysis, to the key that made it (or an admin key)."""
     svc = service()
-    row = svc.store.get_analysis(analysis_id)
-    if row is None or not (g.key.allows("admin") or row["key_id"] == g.key.id):
-        raise NotFoundError(f"no analysis {analysis_id!r} is visible to this key")
+    row = visible(svc.store.get_analysis(analysis_id), "analysis", analysis_id)
     return jsonify(analysis_body(row))

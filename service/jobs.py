@@ -37,10 +37,11 @@ from .api import (
     requires,
     score_upload,
     too_large,
+    visible,
 )
 from .audit import request_row
 from .callbacks import check_callback_url, deliver
-from .problems import ConflictError, NotFoundError, RequestError
+from .problems import ConflictError, RequestError
 from .store import StoreError, iso, new_id
 
 if TYPE_CHECKING:
@@ -164,9 +165,7 @@ def submit() -> tuple[Response, int, dict[str, str]]:
 def status(job_id: str) -> Response:
     """A job's status, progress and (as files finish) results."""
     svc = service()
-    row = svc.store.get_job(job_id)
-    if row is None or not (g.key.allows("admin") or row["key_id"] == g.key.id):
-        raise NotFoundError(f"no job {job_id!r} is visible to this key")
+    row = visible(svc.store.get_job(job_id), "job", job_id)
     return jsonify(job_body(row, analyses=svc.store.job_analyses(job_id)))
 
 
@@ -197,9 +196,7 @@ def _job_answer(svc: Service, row: dict[str, Any], status: int) -> tuple[Respons
 def cancel(job_id: str) -> Response:
     """Cancel a queued or running job; files already scored keep their results."""
     svc = service()
-    row = svc.store.get_job(job_id)
-    if row is None or not (g.key.allows("admin") or row["key_id"] == g.key.id):
-        raise NotFoundError(f"no job {job_id!r} is visible to this key")
+    row = visible(svc.store.get_job(job_id), "job", job_id)
     if not svc.store.cancel_job(job_id, time.time()):
         raise ConflictError(
             f"job {job_id} has already finished ({row['status']}); nothing to cancel",

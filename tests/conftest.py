@@ -109,20 +109,26 @@ datasets:
     return manifest
 
 
-@pytest.fixture
-def service_app(tmp_path, small_model):
-    """A service application on a fresh data folder (job runner off: tests run jobs)."""
+def make_service_app(tmp_path, detector, **settings):
+    """A service application in ``tmp_path/data`` (job runner off: tests run jobs)."""
     from voicecheck.service import create_app
 
-    app = create_app(
+    return create_app(
         {
             "data_dir": str(tmp_path / "data"),
-            "detector": small_model,
+            "detector": detector,
             "job_runner": False,
             "log_format": "text",
             "log_level": "WARNING",
+            **settings,
         }
     )
+
+
+@pytest.fixture
+def service_app(tmp_path, small_model):
+    """A service application on a fresh data folder."""
+    app = make_service_app(tmp_path, small_model)
     app.config["TESTING"] = True
     yield app
     app.extensions["voicecheck"].store.dispose()

@@ -10,9 +10,9 @@ import os
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import make_service_app as make_app
 from conftest import voiced
 
-from voicecheck.service import create_app
 from voicecheck.service.auth import create_key
 
 PROBLEM = "application/problem+json"
@@ -22,18 +22,6 @@ def wav_bytes(y: np.ndarray, sr: int = 8000, subtype: str = "ULAW") -> bytes:
     buf = io.BytesIO()
     sf.write(buf, y, sr, format="WAV", subtype=subtype)
     return buf.getvalue()
-
-
-def make_app(tmp_path, small_model, **settings):
-    return create_app(
-        {
-            "data_dir": str(tmp_path / "data"),
-            "detector": small_model,
-            "job_runner": False,
-            "log_level": "WARNING",
-            **settings,
-        }
-    )
 
 
 def store_of(app):

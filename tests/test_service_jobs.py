@@ -11,8 +11,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from conftest import make_service_app as make_app
 
-from voicecheck.service import create_app
 from voicecheck.service.auth import create_key
 from voicecheck.service.callbacks import CallbackURLError, check_callback_url, deliver
 from voicecheck.service.settings import load_settings
@@ -40,18 +40,6 @@ def receiver():
     yield f"http://127.0.0.1:{server.server_address[1]}", received
     server.shutdown()
     server.server_close()
-
-
-def make_app(tmp_path, small_model, **settings):
-    return create_app(
-        {
-            "data_dir": str(tmp_path / "data"),
-            "detector": small_model,
-            "job_runner": False,
-            "log_level": "WARNING",
-            **settings,
-        }
-    )
 
 
 def submit(client, auth, files, **form):
