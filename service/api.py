@@ -66,9 +66,9 @@ class Upload:
     filename: str | None
     content_type: str | None
 
-    @property
+    @functools.cached_property
     def sha256(self) -> str:
-        """SHA-256 of the uploaded bytes, hex."""
+        """SHA-256 of the uploaded bytes, hex (computed once)."""
         return hashlib.sha256(self.data).hexdigest()
 
 

@@ -431,9 +431,9 @@ class JobRunner:
                 None,
                 audit_row,
             )
-        if hashlib.sha256(data).hexdigest() != item["sha256"]:
-            data = b""  # damaged on disk: scored as empty, reported as an error
         upload = Upload(data, item["filename"], None)
+        if upload.sha256 != item["sha256"]:  # damaged on disk: scored as empty, an error
+            upload = Upload(b"", item["filename"], None)
         with _job_context(self.app, job):
             row, error, fields = score_upload(
                 svc, upload, max_duration_s=svc.settings.max_job_duration_s, job_id=job["id"]
