@@ -2,7 +2,8 @@
 
 ``create_app`` builds the application: settings (defaults -> instance file ->
 ``VOICECHECK_*`` variables -> ``config``), the store, the model (loaded once), the
-metrics, the job runner and the blueprints (``/v1`` API, jobs, operations and docs).
+metrics, the job runner and the blueprints (``/v1`` API, jobs, operations, docs, and the
+web console for officials at ``/``).
 Everything it holds lives in ``app.extensions["voicecheck"]``; nothing is kept at
 module level.
 """
@@ -99,6 +100,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(jobs_bp)
     app.register_blueprint(ops_bp)
     app.register_blueprint(docs_bp)
+    if settings.console:
+        from . import console
+
+        console.register(app)
 
     svc.runner = JobRunner(app, svc)
     if settings.job_runner:

@@ -194,9 +194,17 @@ def analysis_body(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def score_upload(
-    svc: Service, upload: Upload, *, max_duration_s: float, job_id: str | None = None
+    svc: Service,
+    upload: Upload,
+    *,
+    max_duration_s: float,
+    job_id: str | None = None,
+    explain: bool = False,
 ) -> tuple[dict[str, Any] | None, VoiceCheckError | None, dict[str, Any]]:
-    """Score one upload; returns (analysis row, error, audit fields) — one of the first two."""
+    """Score one upload; returns (analysis row, error, audit fields) — one of the first two.
+
+    ``explain`` adds the cues behind the score (:mod:`voicecheck.explain`).
+    """
     started = time.perf_counter()
     digest = upload.sha256
     audit: dict[str, Any] = {
@@ -207,7 +215,7 @@ def score_upload(
         "job_id": job_id,
     }
     try:
-        result = analyze(upload.data, svc.detector, max_duration_s=max_duration_s)
+        result = analyze(upload.data, svc.detector, max_duration_s=max_duration_s, explain=explain)
     except VoiceCheckError as exc:
         audio = exc.details.get("audio")
         if isinstance(exc, AudioTooLongError) and job_id is None:

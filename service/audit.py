@@ -35,6 +35,7 @@ def request_row(**values: Any) -> dict[str, Any]:
         "client_addr": request.remote_addr,
         "method": request.method,
         "path": request.path[:500],
+        "user_name": g.user["name"] if g.get("user") else None,
     }
     row.update(values)
     return row

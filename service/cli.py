@@ -1,4 +1,4 @@
-"""``voicecheck serve``, ``voicecheck keys`` and ``voicecheck audit``."""
+"""``voicecheck serve``, ``worker``, ``keys``, ``users`` and ``audit``."""
 
 from __future__ import annotations
 
@@ -296,6 +296,147 @@ def keys_revoke(key: str, data_dir: str | None, database_url: str | None) -> Non
         )
     store.revoke_key(matches[0]["id"], time.time())
     click.echo(f"revoked key {matches[0]['id']} ({matches[0]['name']})")
+
+
+@click.group()
+def users() -> None:
+    """Create and manage the web console's users (officials)."""
+
+
+def _read_password(name: str, from_stdin: bool) -> str:
+    if from_stdin:
+        line = sys.stdin.readline()
+        if not line:
+            _fail("--password-stdin was given, but standard input is empty")
+        return line.rstrip("\r\n")
+    if not sys.stdin.isatty():
+        _fail("no terminal to ask for the password; pipe it in with --password-stdin")
+    return click.prompt(
+        f"Password for {name}", hide_input=True, confirmation_prompt="Repeat the password"
+    )
+
+
+@users.command("create")
+@click.argument("name")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from the first line of standard input instead of a prompt.",
+)
+@store_options
+def users_create(
+    name: str, password_stdin: bool, data_dir: str | None, database_url: str | None
+) -> None:
+    """Create a console user NAME; the password is asked for (or read with --password-stdin).
+
+    Passwords need at least 10 characters and are stored only as a scrypt hash.
+    """
+    from .accounts import check_name, create_user
+
+    store = _open_store(data_dir, database_url)
+    try:
+        name = check_name(name)
+        if store.get_user(name=name) is not None:
+            _fail(f"a user named {name!r} exists already (see `voicecheck users list`)")
+        row = create_user(store, name, _read_password(name, password_stdin))
+    except VoiceCheckError as exc:
+        _fail(str(exc))
+    click.echo(f"created user {row['name']} ({row['id']}); they can sign in at the console now")
+
+
+@users.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per user.")
+@store_options
+def users_list(as_json: bool, data_dir: str | None, database_url: str | None) -> None:
+    """List users: name, created, last sign-in, and whether locked or disabled."""
+    import json
+    import time
+
+    store = _open_store(data_dir, database_url)
+    now = time.time()
+    rows = [
+        {
+            "id": r["id"],
+            "name": r["name"],
+            "created_at": r["created_at"],
+            "last_sign_in_at": r["last_sign_in_at"],
+            "locked": bool(r["locked_until"] and r["locked_until"] > now),
+            "disabled": r["disabled_at"] is not None,
+        }
+        for r in store.list_users()
+    ]
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(r))
+        return
+    click.echo(f"{'NAME':<24}  {'CREATED':<20}  {'LAST SIGN-IN':<20}  STATE")
+    for r in rows:
+        state = "disabled" if r["disabled"] else "locked" if r["locked"] else "active"
+        click.echo(
+            f"{r['name'][:24]:<24}  {_when(r['created_at']):<20}  "
+            f"{_when(r['last_sign_in_at']):<20}  {state}"
+        )
+
+
+@users.command("set-password")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the new password from standard input.")
+@store_options
+def users_set_password(
+    name: str, password_stdin: bool, data_dir: str | None, database_url: str | None
+) -> None:
+    """Give NAME a new password; this also unlocks the account and signs it out everywhere."""
+    from .accounts import find_user, set_password
+
+    store = _open_store(data_dir, database_url)
+    try:
+        user = find_user(store, name)
+        set_password(store, user["name"], _read_password(user["name"], password_stdin))
+    except VoiceCheckError as exc:
+        _fail(str(exc))
+    click.echo(f"new password set for {user['name']}; their sessions were ended")
+
+
+def _change_user(name: str, data_dir: str | None, database_url: str | None, **values: Any):
+    from .accounts import find_user
+
+    store = _open_store(data_dir, database_url)
+    try:
+        user = find_user(store, name)
+    except VoiceCheckError as exc:
+        _fail(str(exc))
+    store.update_user(user["id"], **values)
+    return store, user
+
+
+@users.command("unlock")
+@click.argument("name")
+@store_options
+def users_unlock(name: str, data_dir: str | None, database_url: str | None) -> None:
+    """Unlock NAME after too many failed sign-ins."""
+    _, user = _change_user(name, data_dir, database_url, locked_until=None, failed_count=0)
+    click.echo(f"unlocked {user['name']}")
+
+
+@users.command("disable")
+@click.argument("name")
+@store_options
+def users_disable(name: str, data_dir: str | None, database_url: str | None) -> None:
+    """Stop NAME from signing in and end their sessions (their cases and notes stay)."""
+    import time
+
+    store, user = _change_user(name, data_dir, database_url, disabled_at=time.time())
+    n = store.end_sessions(user_id=user["id"])
+    click.echo(f"disabled {user['name']}; {n} session{'s' if n != 1 else ''} ended")
+
+
+@users.command("enable")
+@click.argument("name")
+@store_options
+def users_enable(name: str, data_dir: str | None, database_url: str | None) -> None:
+    """Let a disabled user sign in again."""
+    _, user = _change_user(name, data_dir, database_url, disabled_at=None)
+    click.echo(f"enabled {user['name']}")
 
 
 @click.group()

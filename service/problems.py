@@ -143,9 +143,14 @@ def error_response(exc: VoiceCheckError) -> Response:
 def register(app: Flask) -> None:
     """Install the problem+json error handlers on ``app``."""
 
+    def _page(exc: Exception) -> Response | None:
+        html_error = app.extensions.get("voicecheck.html_error")
+        return html_error(exc) if html_error is not None else None
+
     @app.errorhandler(VoiceCheckError)
     def _own(exc: VoiceCheckError) -> Response:
         g.error_code = exc.code
+        page = _page(exc)
         if exc.status >= 500:
             logging.getLogger(LOGGER_NAME).error(
                 "service error",
@@ -155,13 +160,16 @@ def register(app: Flask) -> None:
                     "detail": exc.message,
                 },
             )
-        return error_response(exc)
+        return page or error_response(exc)
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
         status = exc.code or 500
         code = _HTTP_CODES.get(status, f"http_{status}")
         g.error_code = code
+        page = _page(exc)
+        if page is not None:
+            return page
         detail = exc.description or exc.name
         if status == 404:
             detail = f"nothing is at {request.path}; see /openapi.json for the endpoints"
@@ -193,6 +201,9 @@ def register(app: Flask) -> None:
         logging.getLogger(LOGGER_NAME).exception(
             "unexpected error", extra={"request_id": getattr(g, "request_id", None)}
         )
+        page = _page(exc)
+        if page is not None:
+            return page
         return problem(
             500,
             "internal_error",

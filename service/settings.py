@@ -96,6 +96,22 @@ class Settings:
         ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``.
     log_format : str
         ``json`` (one object a line) or ``text``.
+    console : bool
+        Serve the web console for officials at ``/``.
+    console_keep_audio : bool
+        Keep the audio of files uploaded in the console (for its player, timeline and
+        evidence report) whatever ``retain_audio`` says; ``retention_days`` still applies.
+    session_idle_minutes : float
+        A console session unused this long ends.
+    session_max_hours : float
+        A console session ends this long after sign-in, however busy.
+    sign_in_max_failures : int
+        Failed sign-ins in a row that lock an account.
+    sign_in_lock_minutes : float
+        How long a locked account stays locked (``voicecheck users unlock`` ends it early).
+    cookie_secure : str
+        ``auto`` marks the session cookie ``Secure`` when the request came over HTTPS;
+        ``always`` or ``never`` force it.
     """
 
     data_dir: str = field(default_factory=lambda: str(default_data_dir()))
@@ -123,6 +139,13 @@ class Settings:
     trusted_proxies: int = 0
     log_level: str = "INFO"
     log_format: str = "json"
+    console: bool = True
+    console_keep_audio: bool = True
+    session_idle_minutes: float = 60.0
+    session_max_hours: float = 12.0
+    sign_in_max_failures: int = 5
+    sign_in_lock_minutes: float = 15.0
+    cookie_secure: str = "auto"
 
     @property
     def database(self) -> str:
@@ -248,10 +271,18 @@ def load_settings(
         "max_job_request_mb",
         "max_sync_duration_s",
         "max_job_duration_s",
+        "session_idle_minutes",
+        "session_max_hours",
+        "sign_in_max_failures",
+        "sign_in_lock_minutes",
     )
     for key in positive:
         if getattr(settings, key) <= 0:
             raise SettingsError(f"setting {key} is {getattr(settings, key)}; expected more than 0")
     if settings.log_format not in {"json", "text"}:
         raise SettingsError(f"setting log_format is {settings.log_format!r}; expected json or text")
+    if settings.cookie_secure not in {"auto", "always", "never"}:
+        raise SettingsError(
+            f"setting cookie_secure is {settings.cookie_secure!r}; expected auto, always or never"
+        )
     return settings

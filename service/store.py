@@ -1,4 +1,4 @@
-"""The durable store: API keys, analyses, jobs and the audit log.
+"""The durable store: API keys, analyses, jobs, audit log, console users, sessions, notes.
 
 SQLite in WAL mode with full fsync by default (one file in the data folder); any
 SQLAlchemy URL otherwise, PostgreSQL when several servers share one store. Every write
@@ -55,6 +55,7 @@ analyses = sa.Table(
     sa.Column("model_id", sa.String(200), nullable=True),
     sa.Column("result", sa.Text, nullable=False),
     sa.Column("audio_path", sa.String(1000), nullable=True),
+    sa.Column("user_id", sa.String(32), nullable=True, index=True),
 )
 
 audit = sa.Table(
@@ -80,6 +81,7 @@ audit = sa.Table(
     sa.Column("model_id", sa.String(200), nullable=True),
     sa.Column("analysis_id", sa.String(40), nullable=True),
     sa.Column("job_id", sa.String(40), nullable=True),
+    sa.Column("user_name", sa.String(200), nullable=True),
     sa.Index("ix_audit_key_time", "key_id", "time"),
 )
 
@@ -107,6 +109,44 @@ jobs = sa.Table(
     sa.Column("folder", sa.String(1000), nullable=False),
     sa.Column("idempotency_key", sa.String(200), nullable=True),
     sa.Index("uq_jobs_key_idempotency", "key_id", "idempotency_key", unique=True),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(300), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("password_changed_at", sa.Float, nullable=True),
+    sa.Column("failed_count", sa.Integer, nullable=False, default=0),
+    sa.Column("locked_until", sa.Float, nullable=True),
+    sa.Column("last_sign_in_at", sa.Float, nullable=True),
+    sa.Column("disabled_at", sa.Float, nullable=True),
+)
+
+web_sessions = sa.Table(
+    "web_sessions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),  # sha256 of the cookie's token
+    sa.Column("user_id", sa.String(32), nullable=False, index=True),
+    sa.Column("csrf", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("last_seen", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("client_addr", sa.String(64), nullable=True),
+    sa.Column("user_agent", sa.String(300), nullable=True),
+)
+
+case_notes = sa.Table(
+    "case_notes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("analysis_id", sa.String(40), nullable=False, index=True),
+    sa.Column("time", sa.Float, nullable=False),
+    sa.Column("user_id", sa.String(32), nullable=True),
+    sa.Column("user_name", sa.String(200), nullable=True),
+    sa.Column("text", sa.Text, nullable=False),
 )
 
 meta = sa.Table(
@@ -554,6 +594,184 @@ class Store:
                     )
                 }
         return [p for p in paths if p not in still]
+
+    # --- console users, sessions and case notes ----------------------------------------
+
+    def add_user(self, row: dict[str, Any]) -> None:
+        """Create a console user; StoreError when the name is taken."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(users.insert().values(**fit(users, row)))
+        except sa.exc.IntegrityError:
+            raise StoreError(f"a user named {row['name']!r} exists already") from None
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"the store failed: {_reason(exc)}") from None
+
+    def get_user(self, *, user_id: str | None = None, name: str | None = None) -> dict | None:
+        """One user by id or by name, or None."""
+        q = sa.select(users)
+        q = q.where(users.c.id == user_id) if user_id is not None else q.where(users.c.name == name)
+        with self.begin() as conn:
+            row = conn.execute(q).first()
+        return dict(row._mapping) if row else None
+
+    def list_users(self) -> list[dict[str, Any]]:
+        """Every console user, oldest first."""
+        with self.begin() as conn:
+            rows = conn.execute(sa.select(users).order_by(users.c.created_at)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def update_user(self, user_id: str, **values: Any) -> bool:
+        """Change a user's columns; False when there is no such user."""
+        with self.begin() as conn:
+            result = conn.execute(users.update().where(users.c.id == user_id).values(**values))
+        return result.rowcount == 1
+
+    def sign_in_failed(self, user_id: str, now: float, *, max_failures: int, lock_s: float) -> int:
+        """Count a failed sign-in (atomically); lock the user at ``max_failures``.
+
+        Returns the failures counted so far.
+        """
+        with self.begin() as conn:
+            conn.execute(
+                users.update()
+                .where(users.c.id == user_id)
+                .values(failed_count=sa.func.coalesce(users.c.failed_count, 0) + 1)
+            )
+            n = conn.execute(sa.select(users.c.failed_count).where(users.c.id == user_id)).scalar()
+            if n is not None and n >= max_failures:
+                conn.execute(
+                    users.update()
+                    .where(users.c.id == user_id)
+                    .values(locked_until=now + lock_s, failed_count=0)
+                )
+        return int(n or 0)
+
+    def add_session(self, row: dict[str, Any]) -> None:
+        """Store a signed-in session."""
+        with self.begin() as conn:
+            conn.execute(web_sessions.insert().values(**fit(web_sessions, row)))
+
+    def get_session(self, session_id: str) -> dict[str, Any] | None:
+        """A session with its user's name and state, or None."""
+        q = (
+            sa.select(
+                web_sessions,
+                users.c.name.label("user_name"),
+                users.c.disabled_at.label("user_disabled_at"),
+            )
+            .join(users, users.c.id == web_sessions.c.user_id)
+            .where(web_sessions.c.id == session_id)
+        )
+        with self.begin() as conn:
+            row = conn.execute(q).first()
+        return dict(row._mapping) if row else None
+
+    def touch_session(self, session_id: str, now: float) -> None:
+        """Record a session's latest use."""
+        with self.begin() as conn:
+            conn.execute(
+                web_sessions.update().where(web_sessions.c.id == session_id).values(last_seen=now)
+            )
+
+    def end_sessions(self, *, session_id: str | None = None, user_id: str | None = None) -> int:
+        """Delete one session, or all of a user's; returns how many ended."""
+        q = web_sessions.delete()
+        if session_id is not None:
+            q = q.where(web_sessions.c.id == session_id)
+        elif user_id is not None:
+            q = q.where(web_sessions.c.user_id == user_id)
+        else:
+            raise ValueError("name a session or a user")
+        with self.begin() as conn:
+            return conn.execute(q).rowcount
+
+    def end_expired_sessions(self, now: float, idle_before: float) -> int:
+        """Delete sessions past their end or unused since ``idle_before``."""
+        with self.begin() as conn:
+            return conn.execute(
+                web_sessions.delete().where(
+                    sa.or_(web_sessions.c.expires_at < now, web_sessions.c.last_seen < idle_before)
+                )
+            ).rowcount
+
+    def add_note(self, row: dict[str, Any], audit_row: dict[str, Any]) -> int:
+        """Add a note to a case together with its audit row; returns the note's id."""
+        with self.begin() as conn:
+            result = conn.execute(case_notes.insert().values(**fit(case_notes, row)))
+            self.write_audit([audit_row], conn=conn)
+            return int(result.inserted_primary_key[0])
+
+    def notes(self, analysis_id: str) -> list[dict[str, Any]]:
+        """A case's notes, oldest first."""
+        q = (
+            sa.select(case_notes)
+            .where(case_notes.c.analysis_id == analysis_id)
+            .order_by(case_notes.c.id)
+        )
+        with self.begin() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def find_cases(
+        self,
+        *,
+        text: str | None = None,
+        verdict: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        user_id: str | None = None,
+        console_only: bool = True,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Analyses newest first, filtered; returns (one page of rows, how many match).
+
+        ``text`` matches part of the file name (any case) or the start of the sha256.
+        Each row carries ``note_count``.
+        """
+        where = []
+        if console_only:
+            where.append(analyses.c.user_id.is_not(None))
+        if user_id is not None:
+            where.append(analyses.c.user_id == user_id)
+        if verdict:
+            where.append(analyses.c.verdict == verdict)
+        if since is not None:
+            where.append(analyses.c.created_at >= since)
+        if until is not None:
+            where.append(analyses.c.created_at < until)
+        if text:
+            pattern = (
+                "%"
+                + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                + "%"
+            )
+            where.append(
+                sa.or_(
+                    sa.func.lower(analyses.c.filename).like(pattern, escape="\\"),
+                    analyses.c.sha256.like(text.lower().strip() + "%"),
+                )
+            )
+        n_notes = (
+            sa.select(sa.func.count())
+            .where(case_notes.c.analysis_id == analyses.c.id)
+            .scalar_subquery()
+            .label("note_count")
+        )
+        cols = [c for c in analyses.c if c.name != "result"]
+        q = (
+            sa.select(*cols, users.c.name.label("user_name"), n_notes)
+            .select_from(analyses.outerjoin(users, users.c.id == analyses.c.user_id))
+            .where(*where)
+            .order_by(analyses.c.created_at.desc(), analyses.c.id)
+            .offset(offset)
+            .limit(limit)
+        )
+        count = sa.select(sa.func.count()).select_from(analyses).where(*where)
+        with self.begin() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(q)]
+            total = int(conn.execute(count).scalar() or 0)
+        return rows, total
 
 
 def _reason(exc: Exception) -> str:

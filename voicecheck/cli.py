@@ -463,12 +463,13 @@ def sample(path: str, text: str) -> None:
 
 def _register_subcommands() -> None:
     from .corpus import corpus_cli
-    from .service.cli import audit, keys, serve, worker
+    from .service.cli import audit, keys, serve, users, worker
 
     main.add_command(corpus_cli, "corpus")
     main.add_command(serve, "serve")
     main.add_command(worker, "worker")
     main.add_command(keys, "keys")
+    main.add_command(users, "users")
     main.add_command(audit, "audit")
 
 

@@ -18,6 +18,7 @@ from .analysis import require_speech_segments, segment_features
 from .audio import Audio, Source, load_audio
 from .constants import MAX_DURATION_S
 from .errors import NoSpeechError, VoiceCheckError
+from .explain import explain_segments
 from .model import Detector
 
 
@@ -30,12 +31,16 @@ class ChannelResult:
     verdict: str | None
     segments: list[dict[str, float]] = field(default_factory=list)
     error: dict[str, Any] | None = None
+    cues: list[dict[str, Any]] | None = None
+    """Cue-group attributions of :func:`voicecheck.explain.explain_segments`, when asked for."""
 
     def to_dict(self, *, segments: bool = True) -> dict[str, Any]:
-        """Return the result as a JSON-ready dict."""
+        """Return the result as a JSON-ready dict (``cues`` only when explained)."""
         d: dict[str, Any] = {"channel": self.channel, "score": self.score, "verdict": self.verdict}
         if segments:
             d["segments"] = self.segments
+        if self.cues is not None:
+            d["cues"] = self.cues
         if self.error is not None:
             d["error"] = self.error
         return d
@@ -53,9 +58,11 @@ class Analysis:
     audio: dict[str, Any]
     model: dict[str, str]
     processing_ms: float
+    cues: list[dict[str, Any]] | None = None
+    """The cues of the channel that gave the call's score, when explained."""
 
     def to_dict(self, *, segments: bool = True) -> dict[str, Any]:
-        """Return the result as a JSON-ready dict."""
+        """Return the result as a JSON-ready dict (``cues`` only when explained)."""
         d: dict[str, Any] = {
             "score": self.score,
             "verdict": self.verdict,
@@ -63,6 +70,8 @@ class Analysis:
         }
         if segments:
             d["segments"] = self.segments
+        if self.cues is not None:
+            d["cues"] = self.cues
         d["channels"] = [c.to_dict(segments=segments) for c in self.channels]
         d["audio"] = self.audio
         d["model"] = self.model
@@ -70,7 +79,9 @@ class Analysis:
         return d
 
 
-def score_channel(y: np.ndarray, detector: Detector, *, channel: int = 0) -> ChannelResult:
+def score_channel(
+    y: np.ndarray, detector: Detector, *, channel: int = 0, explain: bool = False
+) -> ChannelResult:
     """Score one channel of validated audio at the analysis rate.
 
     Parameters
@@ -81,6 +92,9 @@ def score_channel(y: np.ndarray, detector: Detector, *, channel: int = 0) -> Cha
         The loaded model.
     channel : int
         Index of the channel, reported back.
+    explain : bool
+        Also attribute the score to cue groups (``cues``); the model then scores one
+        more copy of the speech segments per group (feature extraction is not repeated).
 
     Returns
     -------
@@ -109,11 +123,30 @@ def score_channel(y: np.ndarray, detector: Detector, *, channel: int = 0) -> Cha
         score=round(score, 4),
         verdict=detector.thresholds.verdict(score),
         segments=segments,
+        cues=explain_segments(seg.X, mask, detector, probs=probs) if explain else None,
     )
 
 
-def analyze_audio(audio: Audio, detector: Detector, *, started: float | None = None) -> Analysis:
+def analyze_audio(
+    audio: Audio, detector: Detector, *, started: float | None = None, explain: bool = False
+) -> Analysis:
     """Score every channel of ``audio`` and combine them.
+
+    Parameters
+    ----------
+    audio : Audio
+        Validated audio at the analysis rate.
+    detector : Detector
+        The loaded model.
+    started : float or None
+        ``time.perf_counter()`` when processing began; now when None.
+    explain : bool
+        Attribute each channel's score to cue groups; the call's ``cues`` are those
+        of the channel that gave the call's score.
+
+    Returns
+    -------
+    Analysis
 
     Raises
     ------
@@ -122,7 +155,8 @@ def analyze_audio(audio: Audio, detector: Detector, *, started: float | None = N
     """
     started = time.perf_counter() if started is None else started
     results = [
-        score_channel(audio.samples[i], detector, channel=i) for i in range(audio.n_channels)
+        score_channel(audio.samples[i], detector, channel=i, explain=explain)
+        for i in range(audio.n_channels)
     ]
     scored = [r for r in results if r.score is not None]
     if not scored:
@@ -137,11 +171,16 @@ def analyze_audio(audio: Audio, detector: Detector, *, started: float | None = N
         audio=audio.info.to_dict(),
         model={"id": detector.model_id, "version": detector.version},
         processing_ms=round((time.perf_counter() - started) * 1000, 1),
+        cues=best.cues,
     )
 
 
 def analyze(
-    source: Source, detector: Detector, *, max_duration_s: float = MAX_DURATION_S
+    source: Source,
+    detector: Detector,
+    *,
+    max_duration_s: float = MAX_DURATION_S,
+    explain: bool = False,
 ) -> Analysis:
     """Decode, validate and score one recording.
 
@@ -153,6 +192,8 @@ def analyze(
         The loaded model.
     max_duration_s : float
         Longest recording accepted, in seconds.
+    explain : bool
+        Attribute the score to cue groups (see :func:`analyze_audio`).
 
     Returns
     -------
@@ -160,4 +201,4 @@ def analyze(
     """
     started = time.perf_counter()
     audio = load_audio(source, max_duration_s=max_duration_s)
-    return analyze_audio(audio, detector, started=started)
+    return analyze_audio(audio, detector, started=started, explain=explain)
