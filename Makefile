@@ -6,8 +6,9 @@ SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # Debian packages: espeak-ng speaks the sample call and test speech; libvo-amrwbenc0
 # encodes the AMR-WB files the tests decode (FFmpeg in PyAV only decodes AMR-WB).
 APT_PACKAGES := espeak-ng libvo-amrwbenc0
-# The tests also start a throwaway PostgreSQL server (the shared-store test).
-TEST_APT_PACKAGES := postgresql
+# The tests also start a throwaway PostgreSQL server (the shared-store test) and drive the
+# web console in Debian's Chromium (through Playwright, which uses no browser of its own).
+TEST_APT_PACKAGES := postgresql chromium
 # The service benchmark drives the API with wrk.
 BENCH_APT_PACKAGES := wrk
 # Where `make run` serves the API, and its data folder (database, demo key).
@@ -43,8 +44,9 @@ venv: $(BIN)/voicecheck
 
 setup: system-deps venv
 
-# The main job: the HTTP API on the shipped default model, under gunicorn, with a demo
-# key (kept in $(DATA)/demo.key) and a sample robocall to send it.
+# The main job: the web console and the HTTP API on the shipped default model, under
+# gunicorn, with a demo official (password in $(DATA)/demo.password), a demo API key (in
+# $(DATA)/demo.key) and a sample robocall to try them with.
 run: setup
 	$(BIN)/voicecheck sample sample-call.wav
 	@mkdir -p $(DATA)
@@ -52,7 +54,13 @@ run: setup
 	    | grep -q '"name": "demo"'; then \
 	  umask 077 && $(BIN)/voicecheck keys create demo --data-dir $(DATA) > $(DATA)/demo.key.out && \
 	  tail -n 1 $(DATA)/demo.key.out > $(DATA)/demo.key && rm $(DATA)/demo.key.out; fi
-	@echo "API: http://$(HOST):$(PORT)/  docs: http://$(HOST):$(PORT)/docs"
+	@if ! $(BIN)/voicecheck users list --json --data-dir $(DATA) | grep -q '"name": "demo"'; then \
+	  umask 077 && $(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(12))' \
+	    > $(DATA)/demo.password && \
+	  $(BIN)/voicecheck users create demo --password-stdin --data-dir $(DATA) \
+	    < $(DATA)/demo.password; fi
+	@echo "console: http://$(HOST):$(PORT)/  user: demo  password: $$(cat $(DATA)/demo.password)"
+	@echo "API: http://$(HOST):$(PORT)/v1  docs: http://$(HOST):$(PORT)/docs"
 	@echo "try: curl -H \"Authorization: Bearer \$$(cat $(DATA)/demo.key)\" -H 'Content-Type: audio/wav' --data-binary @sample-call.wav http://$(HOST):$(PORT)/v1/analyze"
 	$(BIN)/voicecheck serve --data-dir $(DATA) --host $(HOST) --port $(PORT) --workers 2
 

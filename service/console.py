@@ -618,12 +618,12 @@ def _timeline_png(row: dict[str, Any]) -> bytes | None:
     from .evidence import timeline_png
 
     svc = service()
+    path = row.get("audio_path")
+    if not path or not Path(path).is_file():
+        return None  # never kept, or deleted under retention_days: no picture of it either
     cache = Path(svc.settings.data_dir) / "renders" / f"{row['id']}.png"
     if cache.is_file():
         return cache.read_bytes()
-    path = row.get("audio_path")
-    if not path or not Path(path).is_file():
-        return None
     audio = load_audio(Path(path), max_duration_s=svc.settings.max_job_duration_s)
     result = json.loads(row["result"])
     png = timeline_png(audio.samples, audio.sr, result["channels"], result["thresholds"])

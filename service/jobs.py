@@ -301,8 +301,9 @@ class JobRunner:
 
     def purge_audio(self, now: float | None = None) -> int:
         """Delete retained audio older than ``retention_days``; returns the files deleted."""
-        days = self.svc.settings.retention_days
-        if not self.svc.settings.retain_audio or days <= 0:
+        settings = self.svc.settings
+        days = settings.retention_days
+        if not (settings.retain_audio or settings.console_keep_audio) or days <= 0:
             return 0
         now = time.time() if now is None else now
         deleted = 0

@@ -123,8 +123,9 @@ def serve(
     }
     shown = f"[{host}]" if ":" in host else host
     print(
-        f"voicecheck API on http://{shown}:{port}/ (docs: /docs, health: /healthz), data in "
-        f"{data_dir}; create a key with `voicecheck keys create NAME`",
+        f"voicecheck on http://{shown}:{port}/ (console: /, API: /v1, docs: /docs, health: "
+        f"/healthz), data in {data_dir}; add officials with `voicecheck users create NAME` "
+        "and partner keys with `voicecheck keys create NAME`",
         file=sys.stderr,
         flush=True,
     )

@@ -255,7 +255,7 @@ def test_result_page_explains_the_verdict(signed_in, case_id, store):
     row = store.get_analysis(case_id)
     body = json.loads(row["result"])
     assert f"{body['score']:.2f}" in text
-    assert "In our tests," in text and "scored" in text
+    assert "in our tests" in text.lower()
     assert row["sha256"] in text
     assert "call from 555.wav" in text
     assert body["model"]["id"] in text
@@ -329,6 +329,22 @@ def test_cases_without_kept_audio_still_show_the_scores(tmp_path, small_model, g
     assert "was not kept" in page.text and "timeline.png" not in page.text
     assert client.get(case_url + "/timeline.png").status_code == 404
     assert client.get(case_url + "/report.pdf").status_code == 200
+
+
+def test_retention_deletes_console_audio_too(tmp_path, small_model, g711_call):
+    from conftest import make_service_app
+
+    app = make_service_app(tmp_path, small_model, retention_days=1)
+    svc = app.extensions["voicecheck"]
+    create_user(svc.store, "clerk", PASSWORD)
+    client = app.test_client()
+    sign_in(client)
+    case_url = upload(client, [("call.wav", g711_call)]).json["results"][0]["url"]
+    assert client.get(case_url + "/timeline.png").status_code == 200
+    assert svc.runner.purge_audio(now=time.time() + 2 * 86400) == 1
+    assert client.get(case_url + "/audio.wav").status_code == 404
+    assert client.get(case_url + "/timeline.png").status_code == 404
+    assert "was not kept" in client.get(case_url).text
 
 
 # --- notes, history --------------------------------------------------------------------------
