@@ -224,4 +224,3 @@ def test_a_note_then_sign_out(page, call_file):
     assert "You have signed out." in page.content()
     page.goto("/cases")
     assert "/sign-in" in page.url
-

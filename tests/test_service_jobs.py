@@ -121,16 +121,30 @@ def test_a_job_left_by_a_dead_process_is_taken_over_without_rescoring(
     from pathlib import Path
 
     result, analysis, audit_row = first._score(dead, Path(dead["folder"]), item)
-    svc.store.job_file_done(job_id, "dead-process", index=0, result=result, analysis=analysis,
-                            audit_row=audit_row, lease_until=time.time() + 30)
+    svc.store.job_file_done(
+        job_id,
+        "dead-process",
+        index=0,
+        result=result,
+        analysis=analysis,
+        audit_row=audit_row,
+        lease_until=time.time() + 30,
+    )
 
     # While its lease runs, nobody else takes it; once it has run out, another runner does.
     assert svc.store.claim_job("second", time.time(), 30) is None
     taken = svc.store.claim_job("second", time.time() + 31, 30)
     assert taken["id"] == job_id and taken["done"] == 1
     # The dead process cannot write any more: the job is no longer its own.
-    assert not svc.store.job_file_done(job_id, "dead-process", index=1, result=result,
-                                       analysis=None, audit_row=audit_row, lease_until=0)
+    assert not svc.store.job_file_done(
+        job_id,
+        "dead-process",
+        index=1,
+        result=result,
+        analysis=None,
+        audit_row=audit_row,
+        lease_until=0,
+    )
     second = JobRunner(app, svc)
     second.name = "second"
     second._run(taken)
