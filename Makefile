@@ -91,6 +91,7 @@ bench: setup
 	$(call apt_install,$(BENCH_APT_PACKAGES))
 	$(BIN)/python benchmarks/bench_score.py
 	$(BIN)/python benchmarks/bench_service.py
+	$(BIN)/python benchmarks/bench_console.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache sample-call.wav

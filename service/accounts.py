@@ -70,10 +70,11 @@ def check_name(name: str) -> str:
 def check_password(name: str, password: str) -> None:
     """AccountError unless ``password`` is 10-256 characters and not the user name.
 
-    >>> check_password("clerk", "short")
-    Traceback (most recent call last):
-    ...
-    voicecheck.service.accounts.AccountError: the password has 5 characters; at least 10 are needed
+    >>> try:
+    ...     check_password("clerk", "short")
+    ... except AccountError as exc:
+    ...     print(exc.message)
+    the password has 5 characters; at least 10 are needed
     """
     if len(password) < MIN_PASSWORD_CHARS:
         raise AccountError(

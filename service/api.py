@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -162,15 +163,18 @@ def uploads(svc: Service, *, field: str = "file", many: bool = False) -> list[Up
     return out
 
 
-def retain(svc: Service, upload: Upload) -> str | None:
-    """Keep the uploaded bytes when the retention setting asks for it; returns the path."""
-    if not svc.settings.retain_audio:
+def retain(svc: Service, upload: Upload, *, always: bool = False) -> str | None:
+    """Keep the uploaded bytes under ``<data_dir>/audio`` (once per sha256); returns the path.
+
+    Only when ``retain_audio`` is on, unless ``always`` (the console keeps its uploads).
+    """
+    if not (always or svc.settings.retain_audio):
         return None
     digest = upload.sha256
     path = Path(svc.settings.data_dir) / "audio" / digest[:2] / digest
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".part")
+        tmp = path.with_suffix(f".{secrets.token_hex(4)}.part")  # workers may race on one file
         tmp.write_bytes(upload.data)
         tmp.replace(path)
     return str(path)

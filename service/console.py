@@ -55,7 +55,7 @@ from .accounts import (
     session_for,
     start_session,
 )
-from .api import Upload, clean_filename, score_upload, too_large
+from .api import Upload, clean_filename, retain, score_upload, too_large
 from .audit import request_row
 from .problems import RequestError
 from .store import StoreError, iso
@@ -355,21 +355,9 @@ def _analyse(svc: Service, upload: Upload) -> tuple[dict[str, Any] | None, Voice
     row["result"] = json.dumps(body)
     row["user_id"] = g.user["id"]
     if row["audio_path"] is None and svc.settings.console_keep_audio:
-        row["audio_path"] = keep_audio(svc, upload)
+        row["audio_path"] = retain(svc, upload, always=True)
     svc.store.save_analysis(row, request_row(**fields))
     return row, None
-
-
-def keep_audio(svc: Service, upload: Upload) -> str:
-    """Write the upload under ``<data_dir>/audio`` (once per sha256); returns the path."""
-    digest = upload.sha256
-    path = Path(svc.settings.data_dir) / "audio" / digest[:2] / digest
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{secrets.token_hex(4)}.part")
-        tmp.write_bytes(upload.data)
-        tmp.replace(path)
-    return str(path)
 
 
 def _console_uploads(svc: Service) -> list[Upload]:
@@ -661,20 +649,7 @@ def report_pdf(analysis_id: str) -> Response:
     case_ = build_case(row)
     case_["generated_at"] = iso(time.time())
     pdf = evidence_pdf(case_, timeline=_timeline_png(row))
-    _audit_console(
-        "report_pdf",
-        status=200,
-        analysis_id=row["id"],
-        sha256=row["sha256"],
-        filename=row["filename"],
-        user_name=g.user["name"],
-    )
-    return send_file(
-        io.BytesIO(pdf),
-        mimetype="application/pdf",
-        as_attachment=True,
-        download_name=_download_name(row, ".pdf"),
-    )
+    return _report(row, "report_pdf", pdf, "application/pdf", ".pdf")
 
 
 @bp.get("/cases/<analysis_id>/report.json")
@@ -685,8 +660,14 @@ def report_json(analysis_id: str) -> Response:
     case_ = build_case(row)
     case_.pop("audio_kept", None)
     body = {"schema": "voicecheck.evidence/1", "generated_at": iso(time.time()), **case_}
+    data = json.dumps(body, indent=2, ensure_ascii=False).encode()
+    return _report(row, "report_json", data, "application/json", ".json")
+
+
+def _report(row: dict[str, Any], outcome: str, data: bytes, mimetype: str, suffix: str):
+    """Record the download in the audit log, then send the report as an attachment."""
     _audit_console(
-        "report_json",
+        outcome,
         status=200,
         analysis_id=row["id"],
         sha256=row["sha256"],
@@ -694,10 +675,10 @@ def report_json(analysis_id: str) -> Response:
         user_name=g.user["name"],
     )
     return send_file(
-        io.BytesIO(json.dumps(body, indent=2, ensure_ascii=False).encode()),
-        mimetype="application/json",
+        io.BytesIO(data),
+        mimetype=mimetype,
         as_attachment=True,
-        download_name=_download_name(row, ".json"),
+        download_name=_download_name(row, suffix),
     )
 
 

@@ -313,6 +313,12 @@ class JobRunner:
                 deleted += 1
         return deleted
 
+    def end_stale_sessions(self, now: float | None = None) -> int:
+        """Delete console sessions past their end or idle too long; returns how many."""
+        now = time.time() if now is None else now
+        idle_s = self.svc.settings.session_idle_minutes * 60
+        return self.svc.store.end_expired_sessions(now, now - idle_s)
+
     def run_forever(self) -> None:
         """Run jobs in the calling thread until :meth:`stop` is called (``voicecheck worker``)."""
         self._stop.clear()
@@ -325,8 +331,9 @@ class JobRunner:
                 next_purge = time.time() + PURGE_EVERY_S
                 try:
                     self.purge_audio()
+                    self.end_stale_sessions()
                 except StoreError:
-                    self.svc.logger.exception("purging retained audio failed")
+                    self.svc.logger.exception("purging retained audio or old sessions failed")
             try:
                 worked = self.run_pending(limit=1)
             except Exception:  # noqa: BLE001 - the thread must survive a bad job or a store outage

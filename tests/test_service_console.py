@@ -166,6 +166,13 @@ def test_idle_sessions_end(tmp_path, small_model, g711_call):
     assert client.get("/upload").status_code == 302
 
 
+def test_stale_sessions_are_cleared_from_the_store(signed_in, service_app, store):
+    runner = service_app.extensions["voicecheck"].runner
+    assert runner.end_stale_sessions() == 0
+    assert runner.end_stale_sessions(now=time.time() + 2 * 3600) == 1
+    assert signed_in.get("/upload").status_code == 302
+
+
 def test_disabled_users_are_signed_out(signed_in, store, official):
     store.update_user(official["id"], disabled_at=time.time())
     assert signed_in.get("/upload").status_code == 302
