@@ -4,8 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # Debian packages: espeak-ng speaks the sample call and test speech; libvo-amrwbenc0
-# encodes the AMR-WB files the tests decode (FFmpeg in PyAV only decodes AMR-WB).
-APT_PACKAGES := espeak-ng libvo-amrwbenc0
+# encodes the AMR-WB files the tests decode (FFmpeg in PyAV only decodes AMR-WB);
+# fonts-droid-fallback draws Chinese, Japanese and Korean names and notes in evidence reports.
+APT_PACKAGES := espeak-ng libvo-amrwbenc0 fonts-droid-fallback
 # The tests also start a throwaway PostgreSQL server (the shared-store test) and drive the
 # web console in Debian's Chromium (through Playwright, which uses no browser of its own).
 TEST_APT_PACKAGES := postgresql chromium

@@ -535,6 +535,13 @@ they are drawn as boxes naming their Unicode block, yet stay in the text, so the
 copied and searched. It is slow to load (about a second), so it is added only to a report
 that needs it, and only for the characters it needs."""
 
+SYSTEM_FALLBACK_FILES = (
+    "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf",  # Debian fonts-droid-fallback
+    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",  # Debian fonts-wqy-microhei
+)
+"""System fonts that draw Chinese, Japanese and Korean readably, tried before the last-resort
+font (``make run`` installs the first)."""
+
 BODY_PT = 10.5
 LINE_MM = 5.4
 LABEL_MM = 46.0
@@ -641,9 +648,20 @@ def _new_pdf(case: Mapping[str, Any], case_id: str):
     covered = pdf.fonts[FONT.lower()].cmap.keys() & pdf.fonts[FONT.lower() + "B"].cmap.keys()
     missing = {ord(c) for text in _strings(case) for c in _clean(text)} - covered
     missing = sorted(c for c in missing if c >= 0x20)
+    fallbacks = []
+    if missing:
+        for n, path in enumerate(SYSTEM_FALLBACK_FILES):
+            if Path(path).is_file():
+                pdf.add_font(f"System{n}", "", path, unicode_range=missing)
+                fallbacks.append(f"System{n}")
+                missing = sorted(set(missing) - pdf.fonts[f"system{n}"].cmap.keys())
+            if not missing:
+                break
     if missing and (folder / FALLBACK_FILE).is_file():
         pdf.add_font(FALLBACK, "", folder / FALLBACK_FILE, unicode_range=missing)
-        pdf.set_fallback_fonts([FALLBACK], exact_match=False)
+        fallbacks.append(FALLBACK)
+    if fallbacks:
+        pdf.set_fallback_fonts(fallbacks, exact_match=False)
     pdf.set_margins(left=18, top=18, right=18)
     pdf.set_auto_page_break(auto=True, margin=20)
     return pdf

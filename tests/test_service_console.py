@@ -212,6 +212,17 @@ def test_upload_needs_the_session_token(signed_in, g711_call, store):
     assert not store.find_cases()[0]
 
 
+def test_the_upload_script_is_told_when_the_session_has_ended(client, g711_call):
+    r = client.post(
+        "/upload",
+        data={"file": [(io.BytesIO(g711_call), "call.wav")]},
+        headers={"Accept": "application/json"},
+        content_type="multipart/form-data",
+    )
+    assert r.status_code == 401
+    assert r.mimetype == "application/problem+json" and r.json["code"] == "signed_out"
+
+
 def test_bad_files_get_readable_messages(signed_in, store):
     r = upload(signed_in, [("notes.txt", b"this is not audio at all" * 20)])
     assert r.status_code in (415, 422)
