@@ -179,6 +179,33 @@ def test_drop_several_files_and_see_each_ones_outcome(page, g711_call):
     assert page.get_by_role("link", name="first call.wav").count() == 1
 
 
+def test_each_file_shows_its_upload_progress(page, g711_call, tmp_path):
+    """On a slow uplink the page shows each file's progress as it goes, then its outcome."""
+    import numpy as np
+    import soundfile as sf
+
+    y, sr = sf.read(io.BytesIO(g711_call), dtype="float32")
+    longer = tmp_path / "long call.wav"
+    sf.write(longer, np.tile(y, 3), sr, format="WAV", subtype="ULAW")  # 30 s, 240 kB
+    sign_in(page)
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 20, "downloadThroughput": -1, "uploadThroughput": 60_000},
+    )
+    page.evaluate(
+        """() => { window.seenProgress = [];
+        setInterval(() => document.querySelectorAll('#queue progress[value]').forEach(
+            (p) => window.seenProgress.push(Number(p.value))), 50); }"""
+    )
+    page.set_input_files("#file", str(longer))
+    page.get_by_role("link", name="Open the result").wait_for()
+    seen = page.evaluate("window.seenProgress")
+    assert any(0 < v < 100 for v in seen), seen[:20]
+    assert seen == sorted(seen)  # it only moves forward
+
+
 def test_keyboard_only_sign_in_and_a_phone_sized_screen(browser, server, call_file):
     context = browser.new_context(
         base_url=server.base, viewport={"width": 390, "height": 844}, is_mobile=True

@@ -494,3 +494,56 @@ def test_users_cli(tmp_path):
         input="another long password\n",
     )
     assert r.exit_code == 0 and "sessions were ended" in r.output
+
+
+def test_users_create_asks_for_the_password_on_a_terminal(tmp_path):
+    """Without --password-stdin the password is asked for twice, hidden, on the terminal."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOICECHECK_")}
+    env["VOICECHECK_DATA_DIR"] = str(tmp_path / "data")
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voicecheck.cli", "users", "create", "clerk"],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        env=env,
+        close_fds=True,
+    )
+    os.close(secondary)
+    seen = b""
+
+    def read_until(text: bytes, timeout_s: float = 60.0) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + timeout_s
+        while text not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([primary], [], [], 0.5)
+            if ready:
+                try:
+                    seen += os.read(primary, 1024)
+                except OSError:
+                    break
+        assert text in seen, seen.decode(errors="replace")
+
+    try:
+        read_until(b"Password for clerk:")
+        os.write(primary, (PASSWORD + "\n").encode())
+        read_until(b"Repeat the password:")
+        os.write(primary, (PASSWORD + "\n").encode())
+        read_until(b"created user clerk")
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(primary)
+    assert PASSWORD.encode() not in seen  # never echoed
+    from voicecheck.service.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'data' / 'voicecheck.db'}")
+    assert store.get_user(name="clerk") is not None
+    store.dispose()
