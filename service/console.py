@@ -57,6 +57,7 @@ from .accounts import (
 )
 from .api import Upload, clean_filename, retain, score_upload, too_large
 from .audit import request_row
+from .evidence import evidence_pdf, timeline_png, verdict_label
 from .problems import RequestError
 from .store import StoreError, iso
 
@@ -74,8 +75,6 @@ PAGE_CSP = (
     "base-uri 'none'"
 )
 """Console pages load their own script, style sheet, images and audio, and nothing else."""
-
-CONSOLE_PATHS = ("/", "/sign-in", "/sign-out", "/upload", "/cases", "/static/")
 
 
 # --- sessions and CSRF ------------------------------------------------------------------
@@ -190,15 +189,6 @@ def _page_globals() -> dict[str, Any]:
         "verdict_label": verdict_label,
         "pct": pct,
     }
-
-
-def verdict_label(verdict: str | None) -> str:
-    """A verdict code in words: ``likely_cloned`` -> ``Likely cloned``."""
-    return {
-        "likely_cloned": "Likely cloned",
-        "likely_human": "Likely human",
-        "inconclusive": "Inconclusive",
-    }.get(verdict or "", "No result")
 
 
 def pct(x: float | None) -> str:
@@ -603,8 +593,6 @@ def timeline(analysis_id: str) -> Response:
 
 
 def _timeline_png(row: dict[str, Any]) -> bytes | None:
-    from .evidence import timeline_png
-
     svc = service()
     path = row.get("audio_path")
     if not path or not Path(path).is_file():
@@ -643,8 +631,6 @@ def _download_name(row: dict[str, Any], suffix: str) -> str:
 @signed_in
 def report_pdf(analysis_id: str) -> Response:
     """The evidence report as PDF."""
-    from .evidence import evidence_pdf
-
     row = _case_row(analysis_id)
     case_ = build_case(row)
     case_["generated_at"] = iso(time.time())
