@@ -468,6 +468,17 @@ def build_case(row: dict[str, Any]) -> dict[str, Any]:
             {"time": iso(n["time"]), "author": n["user_name"], "text": n["text"]}
             for n in svc.store.notes(row["id"])
         ],
+        "same_recording": [
+            {
+                "id": r["id"],
+                "created_at": iso(r["created_at"]),
+                "filename": r["filename"],
+                "analysed_by": r["user_name"],
+                "verdict": r["verdict"],
+                "score": r["score"],
+            }
+            for r in svc.store.same_recording(row["sha256"], exclude=row["id"])
+        ],
     }
 
 

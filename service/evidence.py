@@ -990,6 +990,25 @@ def evidence_pdf(case: Mapping[str, Any], *, timeline: bytes | None = None) -> b
         eer_text = None
     _fact(pdf, "Model error rate", eer_text)
 
+    same = [r for r in case.get("same_recording") or [] if isinstance(r, Mapping)]
+    if same:
+        _heading(pdf, "The same recording in other cases")
+        _paragraph(
+            pdf,
+            f"This exact file (same SHA-256) was also analysed {len(same)} other "
+            f"time{'s' if len(same) != 1 else ''}:",
+        )
+        for other in same[:20]:
+            by = f" by {other['analysed_by']}" if other.get("analysed_by") else ""
+            _paragraph(
+                pdf,
+                f"• {_utc(other.get('created_at'))}{by}: {verdict_label(other.get('verdict'))}, "
+                f"case {other.get('id')}, file {other.get('filename') or 'unnamed'}",
+                size=9.5,
+            )
+        if len(same) > 20:
+            _paragraph(pdf, f"… and {len(same) - 20} more.", size=9.5)
+
     _heading(pdf, "Notes")
     notes = [n for n in case.get("notes") or [] if n.get("text")]
     if not notes:

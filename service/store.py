@@ -712,6 +712,29 @@ class Store:
         with self.begin() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
 
+    def same_recording(self, sha256: str, *, exclude: str) -> list[dict[str, Any]]:
+        """Other console analyses of the same bytes (same sha256), oldest first."""
+        q = (
+            sa.select(
+                analyses.c.id,
+                analyses.c.created_at,
+                analyses.c.filename,
+                analyses.c.verdict,
+                analyses.c.score,
+                users.c.name.label("user_name"),
+            )
+            .select_from(analyses.outerjoin(users, users.c.id == analyses.c.user_id))
+            .where(
+                analyses.c.sha256 == sha256,
+                analyses.c.id != exclude,
+                analyses.c.user_id.is_not(None),
+            )
+            .order_by(analyses.c.created_at)
+            .limit(100)
+        )
+        with self.begin() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
     def find_cases(
         self,
         *,

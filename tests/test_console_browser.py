@@ -136,6 +136,11 @@ def test_sign_in_upload_read_the_result_and_download_the_report(page, call_file)
         if (a.readyState >= 1) ok(a.duration); else a.onloadedmetadata = () => ok(a.duration); })"""
     )
     assert abs(duration - 10.0) < 0.2
+    seek = page.locator("button.seek").nth(1)  # the second part of the call
+    start = float(seek.get_attribute("data-seek"))
+    seek.click()
+    position = page.evaluate("document.getElementById('player').currentTime")
+    assert start - 0.05 <= position <= start + 1.0
     sha = page.locator("#sha256").inner_text()
     assert re.fullmatch(r"[0-9a-f]{64}", sha)
 

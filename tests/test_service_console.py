@@ -279,6 +279,7 @@ def test_result_page_explains_the_verdict(signed_in, case_id, store):
     assert body["model"]["id"] in text
     assert f'src="/cases/{case_id}/timeline.png"' in text
     assert f'src="/cases/{case_id}/audio.wav"' in text
+    assert 'data-seek="0.0"' in text  # the table's times play the call from there
     assert body["cues"][0]["title"] in text
     assert "pcm_mulaw" in text and "8000 Hz" in text
 
@@ -405,6 +406,23 @@ def test_case_history_search(signed_in, g711_call, store):
     page = signed_in.get("/cases?from=yesterday")
     assert "is not a date like" in page.text
     assert "0 cases found." in signed_in.get("/cases?q=100%25").text
+
+
+def test_a_recording_sent_again_points_to_its_other_cases(signed_in, g711_call):
+    from pypdf import PdfReader
+
+    first = upload(signed_in, [("voter 1.wav", g711_call)]).json["results"][0]
+    page = signed_in.get(first["url"])
+    assert "checked before" not in page.text
+    second = upload(signed_in, [("voter 2.wav", g711_call)]).json["results"][0]
+    page = signed_in.get(second["url"])
+    assert "The same recording was checked before" in page.text
+    assert f'href="{first["url"]}"' in page.text and "voter 1.wav" in page.text
+    report = json.loads(signed_in.get(second["url"] + "/report.json").data)
+    assert [r["id"] for r in report["same_recording"]] == [first["id"]]
+    pdf = signed_in.get(second["url"] + "/report.pdf").data
+    text = "".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages)
+    assert "The same recording in other cases" in text and first["id"] in text
 
 
 def test_history_pages(signed_in, g711_call, store, monkeypatch):

@@ -127,9 +127,24 @@
     });
   }
 
+  // On a result page, the times in the table of scores play the call from that point.
+  function setupSeek() {
+    var player = document.getElementById("player");
+    if (!player) { return; }
+    document.querySelectorAll("[data-seek]").forEach(function (button) {
+      button.addEventListener("click", function () {
+        player.currentTime = parseFloat(button.getAttribute("data-seek"));
+        player.play().catch(function () { /* a browser may refuse; the position is set */ });
+        player.focus();
+      });
+    });
+  }
+
+  function start() { setup(); setupSeek(); }
+
   if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", setup);
+    document.addEventListener("DOMContentLoaded", start);
   } else {
-    setup();
+    start();
   }
 })();
