@@ -585,52 +585,60 @@ def add_note(analysis_id: str) -> Response:
     return redirect(url_for("console.case", analysis_id=row["id"]) + "#notes", code=303)
 
 
-def _decoded(row: dict[str, Any]):
+def _derived(row: dict[str, Any], suffix: str, make: Callable[[Any], bytes]) -> Path | None:
+    """A file made once from a case's kept audio and kept beside it (``<audio>.<suffix>``).
+
+    None when the audio was never kept or was deleted under ``retention_days``; the
+    purge deletes these files with the audio they were made from.
+    """
     path = row.get("audio_path")
     if not path or not Path(path).is_file():
-        abort(404, description="the audio of this case was not kept")
-    return load_audio(Path(path), max_duration_s=service().settings.max_job_duration_s)
+        return None
+    target = Path(f"{path}.{suffix}")
+    if not target.is_file():
+        audio = load_audio(Path(path), max_duration_s=service().settings.max_job_duration_s)
+        tmp = Path(f"{target}.{secrets.token_hex(4)}.part")
+        tmp.write_bytes(make(audio))
+        tmp.replace(target)
+    return target
+
+
+def _timeline_png(row: dict[str, Any]) -> bytes | None:
+    result = json.loads(row["result"])
+    path = _derived(
+        row,
+        f"{row['id']}.png",
+        lambda audio: timeline_png(
+            audio.samples, audio.sr, result["channels"], result["thresholds"]
+        ),
+    )
+    return path.read_bytes() if path is not None else None
+
+
+def _playable_wav(audio: Any) -> bytes:
+    out = io.BytesIO()
+    sf.write(out, np.asarray(audio.samples).T, audio.sr, format="WAV", subtype="PCM_16")
+    return out.getvalue()
 
 
 @bp.get("/cases/<analysis_id>/timeline.png")
 @signed_in
 def timeline(analysis_id: str) -> Response:
     """The timeline of segment scores over the spectrogram (drawn once, then kept)."""
-    row = _case_row(analysis_id)
-    png = _timeline_png(row)
+    png = _timeline_png(_case_row(analysis_id))
     if png is None:
         abort(404, description="the audio of this case was not kept, so there is no timeline")
     return Response(png, mimetype="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
-def _timeline_png(row: dict[str, Any]) -> bytes | None:
-    svc = service()
-    path = row.get("audio_path")
-    if not path or not Path(path).is_file():
-        return None  # never kept, or deleted under retention_days: no picture of it either
-    cache = Path(svc.settings.data_dir) / "renders" / f"{row['id']}.png"
-    if cache.is_file():
-        return cache.read_bytes()
-    audio = load_audio(Path(path), max_duration_s=svc.settings.max_job_duration_s)
-    result = json.loads(row["result"])
-    png = timeline_png(audio.samples, audio.sr, result["channels"], result["thresholds"])
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(f".{secrets.token_hex(4)}.part")
-    tmp.write_bytes(png)
-    tmp.replace(cache)
-    return png
-
-
 @bp.get("/cases/<analysis_id>/audio.wav")
 @signed_in
 def audio(analysis_id: str) -> Response:
-    """The call, decoded to 16-bit PCM WAV for the page's audio player (ranges allowed)."""
-    row = _case_row(analysis_id)
-    decoded = _decoded(row)
-    out = io.BytesIO()
-    sf.write(out, np.asarray(decoded.samples).T, decoded.sr, format="WAV", subtype="PCM_16")
-    out.seek(0)
-    return send_file(out, mimetype="audio/wav", conditional=True, max_age=0)
+    """The call as 16-bit PCM WAV for the page's audio player (decoded once; ranges allowed)."""
+    path = _derived(_case_row(analysis_id), "play.wav", _playable_wav)
+    if path is None:
+        abort(404, description="the audio of this case was not kept")
+    return send_file(path, mimetype="audio/wav", conditional=True, max_age=0)
 
 
 def _download_name(row: dict[str, Any], suffix: str) -> str:

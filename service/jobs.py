@@ -12,6 +12,7 @@ once. Files already scored are not scored again.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -311,6 +312,10 @@ class JobRunner:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
                 deleted += 1
+            kept = Path(path)
+            for derived in kept.parent.glob(glob.escape(kept.name) + ".*"):  # console renders
+                with contextlib.suppress(FileNotFoundError):
+                    derived.unlink()
         return deleted
 
     def end_stale_sessions(self, now: float | None = None) -> int:

@@ -360,7 +360,11 @@ def test_retention_deletes_console_audio_too(tmp_path, small_model, g711_call):
     sign_in(client)
     case_url = upload(client, [("call.wav", g711_call)]).json["results"][0]["url"]
     assert client.get(case_url + "/timeline.png").status_code == 200
+    assert client.get(case_url + "/audio.wav").status_code == 200
+    kept = list((tmp_path / "data" / "audio").rglob("*"))
+    assert len([p for p in kept if p.is_file()]) == 3  # the call, its timeline, its WAV
     assert svc.runner.purge_audio(now=time.time() + 2 * 86400) == 1
+    assert not [p for p in (tmp_path / "data" / "audio").rglob("*") if p.is_file()]
     assert client.get(case_url + "/audio.wav").status_code == 404
     assert client.get(case_url + "/timeline.png").status_code == 404
     assert "was not kept" in client.get(case_url).text
