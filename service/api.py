@@ -153,14 +153,16 @@ def incoming(*, field: str = "file", many: bool = False, limit_mb: float) -> lis
 
 def uploads(svc: Service, *, field: str = "file", many: bool = False) -> list[Upload]:
     """The recordings in this request, read into memory (at most ``max_upload_mb`` each)."""
-    limit_mb = svc.settings.max_upload_mb
-    out = []
-    for part in incoming(field=field, many=many, limit_mb=limit_mb):
-        data = part.stream.read(svc.settings.max_upload_bytes + 1)
-        if len(data) > svc.settings.max_upload_bytes:
-            raise too_large(part.filename, len(data), limit_mb)
-        out.append(Upload(data, part.filename, part.content_type))
-    return out
+    parts = incoming(field=field, many=many, limit_mb=svc.settings.max_upload_mb)
+    return [read_upload(svc, part) for part in parts]
+
+
+def read_upload(svc: Service, part: Part) -> Upload:
+    """Read one incoming recording into memory; 413 above ``max_upload_mb``."""
+    data = part.stream.read(svc.settings.max_upload_bytes + 1)
+    if len(data) > svc.settings.max_upload_bytes:
+        raise too_large(part.filename, len(data), svc.settings.max_upload_mb)
+    return Upload(data, part.filename, part.content_type)
 
 
 def retain(svc: Service, upload: Upload, *, always: bool = False) -> str | None:
@@ -263,13 +265,27 @@ def score_upload(
     return row, None, audit
 
 
-def _analyze_and_store(
-    svc: Service, upload: Upload
+def analyze_and_store(
+    svc: Service,
+    upload: Upload,
+    *,
+    explain: bool = False,
+    finish: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[dict[str, Any] | None, VoiceCheckError | None]:
-    row, error, fields = score_upload(svc, upload, max_duration_s=svc.settings.max_sync_duration_s)
+    """Score one upload while the client waits; store the analysis or the refusal's audit row.
+
+    ``finish`` may complete the analysis row before it is stored (the console adds its
+    official and what its pages show).
+    """
+    row, error, fields = score_upload(
+        svc, upload, max_duration_s=svc.settings.max_sync_duration_s, explain=explain
+    )
     if error is not None:
         svc.store.write_audit([request_row(**fields)])
         return None, error
+    assert row is not None
+    if finish is not None:
+        finish(row)
     svc.store.save_analysis(row, request_row(**fields))
     return row, None
 
@@ -280,7 +296,7 @@ def analyze_one() -> Response:
     """Score one recording and answer with its analysis."""
     svc = service()
     (upload,) = uploads(svc)
-    row, error = _analyze_and_store(svc, upload)
+    row, error = analyze_and_store(svc, upload)
     g.audited = True
     if error is not None:
         g.error_code = error.code
@@ -303,7 +319,7 @@ def analyze_batch() -> Response:
         )
     results: list[dict[str, Any]] = []
     for index, upload in enumerate(files):
-        row, error = _analyze_and_store(svc, upload)
+        row, error = analyze_and_store(svc, upload)
         if error is not None:
             problem = error.to_problem()
             problem.update(index=index, filename=upload.filename, sha256=upload.sha256)

@@ -44,7 +44,7 @@ from werkzeug.exceptions import HTTPException
 from voicecheck import __version__
 from voicecheck.audio import load_audio
 from voicecheck.errors import VoiceCheckError
-from voicecheck.explain import meaning_text, score_rates, verdict_text
+from voicecheck.explain import meaning_text, percent, score_rates, verdict_text
 
 from . import Service, service
 from .accounts import (
@@ -55,7 +55,7 @@ from .accounts import (
     session_for,
     start_session,
 )
-from .api import Upload, clean_filename, retain, score_upload, too_large
+from .api import Part, Upload, analyze_and_store, clean_filename, read_upload, retain
 from .audit import request_row
 from .evidence import evidence_pdf, timeline_png, verdict_label
 from .problems import RequestError
@@ -152,6 +152,8 @@ def _load_session() -> None:
     if request.path.startswith("/v1/"):
         return
     g.wants_html = _is_page_request()
+    if request.blueprint != "console" and not g.wants_html:
+        return  # static files, health checks, metrics: no session to look up
     svc = service()
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
@@ -187,17 +189,8 @@ def _page_globals() -> dict[str, Any]:
         "csrf_token": g.session["csrf"] if g.get("session") else "",
         "app_version": __version__,
         "verdict_label": verdict_label,
-        "pct": pct,
+        "pct": percent,
     }
-
-
-def pct(x: float | None) -> str:
-    """A fraction as a rounded percentage (``<1%`` for small non-zero ones)."""
-    if x is None:
-        return "n/a"
-    if 0 < x < 0.01:
-        return "<1%"
-    return f"{round(x * 100)}%"
 
 
 def render_error(status: int, title: str, detail: str) -> Response:
@@ -324,30 +317,25 @@ ACCEPT = (
 
 def _analyse(svc: Service, upload: Upload) -> tuple[dict[str, Any] | None, VoiceCheckError | None]:
     """Score one upload as the signed-in official; the analysis and audit row are stored."""
-    row, error, fields = score_upload(
-        svc, upload, max_duration_s=svc.settings.max_sync_duration_s, explain=True
-    )
-    fields["user_name"] = g.user["name"]
-    if error is not None:
-        svc.store.write_audit([request_row(**fields)])
-        return None, error
-    assert row is not None
-    body = json.loads(row["result"])
-    card = svc.detector.card
-    body["rates"] = score_rates(body["score"], card)
-    body["model_card"] = {
-        "id": card.get("model_id"),
-        "name": card.get("name"),
-        "created": card.get("created"),
-        "eer": (card.get("metrics") or {}).get("pooled", {}).get("eer"),
-        "protocol": (card.get("metrics") or {}).get("protocol"),
-    }
-    row["result"] = json.dumps(body)
-    row["user_id"] = g.user["id"]
-    if row["audio_path"] is None and svc.settings.console_keep_audio:
-        row["audio_path"] = retain(svc, upload, always=True)
-    svc.store.save_analysis(row, request_row(**fields))
-    return row, None
+
+    def finish(row: dict[str, Any]) -> None:
+        body = json.loads(row["result"])
+        card = svc.detector.card
+        metrics = card.get("metrics") or {}
+        body["rates"] = score_rates(body["score"], card)
+        body["model_card"] = {
+            "id": card.get("model_id"),
+            "name": card.get("name"),
+            "created": card.get("created"),
+            "eer": metrics.get("pooled", {}).get("eer"),
+            "protocol": metrics.get("protocol"),
+        }
+        row["result"] = json.dumps(body)
+        row["user_id"] = g.user["id"]
+        if row["audio_path"] is None and svc.settings.console_keep_audio:
+            row["audio_path"] = retain(svc, upload, always=True)
+
+    return analyze_and_store(svc, upload, explain=True, finish=finish)
 
 
 def _console_uploads(svc: Service) -> list[Upload]:
@@ -360,14 +348,10 @@ def _console_uploads(svc: Service) -> list[Upload]:
             f"{len(files)} files were sent at once; at most {svc.settings.max_batch_files} "
             "are accepted (upload the rest in another round)"
         )
-    out = []
-    for part in files:
-        name = clean_filename(part.filename)
-        data = part.stream.read(svc.settings.max_upload_bytes + 1)
-        if len(data) > svc.settings.max_upload_bytes:
-            raise too_large(name, len(data), svc.settings.max_upload_mb)
-        out.append(Upload(data, name, part.mimetype or None))
-    return out
+    return [
+        read_upload(svc, Part(f.stream, clean_filename(f.filename), f.mimetype or None))
+        for f in files
+    ]
 
 
 @bp.post("/upload")
@@ -387,7 +371,6 @@ def upload() -> Response | str:
         else:
             assert row is not None
             outcomes.append({"filename": upload_.filename, "row": row})
-    g.audited = True
     if _wants_json():
         if len(outcomes) == 1 and "error" in outcomes[0]:
             raise outcomes[0]["error"]
@@ -579,7 +562,6 @@ def add_note(analysis_id: str) -> Response:
             analysis_id=row["id"],
             filename=row["filename"],
             sha256=row["sha256"],
-            user_name=g.user["name"],
         ),
     )
     return redirect(url_for("console.case", analysis_id=row["id"]) + "#notes", code=303)
@@ -677,7 +659,6 @@ def _report(row: dict[str, Any], outcome: str, data: bytes, mimetype: str, suffi
         analysis_id=row["id"],
         sha256=row["sha256"],
         filename=row["filename"],
-        user_name=g.user["name"],
     )
     return send_file(
         io.BytesIO(data),

@@ -35,6 +35,7 @@ __all__ = [
     "group_columns",
     "group_of",
     "meaning_text",
+    "percent",
     "score_rates",
     "verdict_text",
 ]
@@ -332,7 +333,12 @@ def score_rates(score: float, card: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def _percent(p: float) -> str:
+def percent(p: float) -> str:
+    """A fraction as a rounded percentage: ``0%``, ``<1%``, ``NN%``, ``>99%``, ``100%``.
+
+    >>> percent(0.2685), percent(0.001), percent(0.0)
+    ('27%', '<1%', '0%')
+    """
     if p <= 0:
         return "0%"
     if p >= 1:
@@ -383,8 +389,8 @@ def meaning_text(score: float, rates: dict[str, Any] | None) -> str:
             f" cloned and {rates['n_real']:,} real voices in our tests."
         )
     return (
-        f"In our tests, {_percent(rates['cloned_at_or_above'])} of {rates['n_cloned']:,} cloned"
-        f" voices and {_percent(rates['real_at_or_above'])} of {rates['n_real']:,} real voices"
+        f"In our tests, {percent(rates['cloned_at_or_above'])} of {rates['n_cloned']:,} cloned"
+        f" voices and {percent(rates['real_at_or_above'])} of {rates['n_real']:,} real voices"
         f" scored at least as high as this call ({score:.2f})."
     )
 
