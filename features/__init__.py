@@ -47,7 +47,7 @@ from .spectral import (
     spectral_shape,
     spectral_shape_names,
 )
-from .summary import summarize, summary_names
+from .summary import summarize, summarize_segments, summary_names
 from .temporal import log_energy, zero_crossing_rate
 
 __all__ = [
@@ -76,6 +76,7 @@ __all__ = [
     "spectral_shape",
     "spectral_shape_names",
     "summarize",
+    "summarize_segments",
     "summary_names",
     "zero_crossing_rate",
 ]

@@ -192,8 +192,12 @@ def frame_features(y: np.ndarray, *, sr: float = ANALYSIS_SR_HZ) -> FrameFeature
         out[rows["cqcc"], first:stop] = cqcc(S=S, sr=sr)
         samples = y[first * HOP_LENGTH : end]
         out[rows["zcr"], first:stop] = zero_crossing_rate(samples)
-        out[rows["energy_db"], first:stop] = log_energy(samples)
-        out[rows["f0_hz"], first:stop], out[rows["voicing"], first:stop] = pitch(samples, sr=sr)
+        energy_db = out[rows["energy_db"], first:stop] = log_energy(samples)
+        # A frame at or below the activity floor is a pause in every segment (see
+        # :func:`activity`), so no summary reads its pitch: it is not searched.
+        out[rows["f0_hz"], first:stop], out[rows["voicing"], first:stop] = pitch(
+            samples, sr=sr, frames=energy_db > ACTIVITY_FLOOR_DBFS
+        )
     for family in ("mfcc", "lfcc"):
         out[rows[f"{family}_d1"]] = deltas(out[rows[family]], order=1)
         out[rows[f"{family}_d2"]] = deltas(out[rows[family]], order=2)
@@ -214,19 +218,21 @@ def activity(
 
     Parameters
     ----------
-    energy_db : np.ndarray, shape (n_frames,)
-        Frame levels in dBFS (the ``energy_db`` row of :func:`frame_features`).
+    energy_db : np.ndarray, shape (..., n_frames)
+        Frame levels in dBFS (the ``energy_db`` row of :func:`frame_features`); each row
+        of a 2-D array (one segment each) is marked on its own.
     range_db : float
         Dynamic range in dB below the reference that still counts as speech.
     floor_dbfs : float
         Absolute level in dBFS at or below which a frame is a pause.
     reference_db : float or None
-        Reference level in dBFS, by default the loudest frame of ``energy_db``; pass the
-        loudest level of the whole recording when ``energy_db`` is one block of it.
+        Reference level in dBFS, by default the loudest frame of ``energy_db`` (of each
+        row); pass the loudest level of the whole recording when ``energy_db`` is one
+        block of it.
 
     Returns
     -------
-    np.ndarray, shape (n_frames,), bool
+    np.ndarray, shape (..., n_frames), bool
         True where the frame is active.
 
     Examples
@@ -237,12 +243,16 @@ def activity(
     [True, True, False, True]
     >>> activity(np.array([-20.0, -50.0]), reference_db=0.0).tolist()
     [True, False]
+    >>> activity(np.array([[-20.0, -50.0], [-50.0, -60.0]])).tolist()
+    [[True, True], [True, False]]
     """
     energy_db = np.asarray(energy_db, dtype=np.float32)
-    if energy_db.ndim != 1:
-        raise ValueError(f"energy_db has shape {energy_db.shape}; (n_frames,) is expected")
-    if energy_db.size == 0:
-        return np.zeros(0, dtype=bool)
+    if energy_db.ndim == 0:
+        raise ValueError("energy_db is a scalar; (..., n_frames) is expected")
+    if energy_db.shape[-1] == 0:
+        return np.zeros(energy_db.shape, dtype=bool)
     if reference_db is None:
-        reference_db = float(energy_db.max())
-    return (energy_db >= reference_db - range_db) & (energy_db > floor_dbfs)
+        reference = energy_db.max(axis=-1, keepdims=True)
+    else:
+        reference = np.float32(reference_db)
+    return (energy_db >= reference - np.float32(range_db)) & (energy_db > floor_dbfs)

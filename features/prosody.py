@@ -17,6 +17,8 @@ hop lengths, the frame is decimated by 2 by averaging sample pairs inside it bef
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import scipy.fft
 
@@ -56,6 +58,7 @@ def pitch(
     hop_length: int = HOP_LENGTH,
     voicing_threshold: float = VOICING_THRESHOLD,
     peak_ratio: float = PEAK_RATIO,
+    frames: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Estimate the fundamental frequency and the degree of voicing of each frame.
 
@@ -79,6 +82,9 @@ def pitch(
         Frames whose voicing is below this get no f0.
     peak_ratio : float
         See :data:`PEAK_RATIO`.
+    frames : np.ndarray, shape (n_frames,), bool, or None
+        Analyse only these frames; the others get NaN and voicing 0 without any work (for
+        pauses, whose pitch nothing reads). ``None`` analyses every frame.
 
     Returns
     -------
@@ -99,6 +105,9 @@ def pitch(
     >>> f0, voicing = pitch(np.zeros(sr, dtype=np.float32), sr=sr)
     >>> bool(np.isnan(f0).all()), float(voicing.max())
     (True, 0.0)
+    >>> f0, voicing = pitch(y, sr=sr, frames=np.arange(97) < 10)
+    >>> int(np.isfinite(f0).sum()), float(voicing[10:].max())
+    (10, 0.0)
     """
     if not 0 < fmin < fmax <= sr / 4:
         raise ValueError(f"fmin={fmin} Hz, fmax={fmax} Hz; 0 < fmin < fmax <= sr / 4 expected")
@@ -110,6 +119,10 @@ def pitch(
         y = (y[0:even:2] + y[1:even:2]) * np.float32(0.5)
     width, hop, rate = frame_length // q, hop_length // q, sr / q
     framed = frame_view(y, frame_length=width, hop_length=hop)[:n_frames]
+    if frames is not None:
+        frames = np.asarray(frames, dtype=bool)
+        if frames.shape != (n_frames,):
+            raise ValueError(f"frames has shape {frames.shape}; ({n_frames},) is expected")
     if n_frames == 0:
         return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32)
 
@@ -121,12 +134,15 @@ def pitch(
             f"{frame_length} samples at {sr} Hz"
         )
     n_fft = 2 * scipy.fft.next_fast_len(-(-(width + lag_max + 1) // 2), real=True)  # even
-    lag = np.empty(n_frames, dtype=np.float32)
-    voicing = np.empty(n_frames, dtype=np.float32)
-    for first in range(0, n_frames, _CHUNK_FRAMES):
-        chunk = slice(first, first + _CHUNK_FRAMES)
-        lag[chunk], voicing[chunk] = _nsdf_peak(
-            framed[chunk], lag_min=lag_min, lag_max=lag_max, n_fft=n_fft, peak_ratio=peak_ratio
+    lag = np.ones(n_frames, dtype=np.float32)
+    voicing = np.zeros(n_frames, dtype=np.float32)
+    chosen = np.arange(n_frames) if frames is None else np.flatnonzero(frames)
+    for first in range(0, chosen.size, _CHUNK_FRAMES):
+        rows = chosen[first : first + _CHUNK_FRAMES]
+        contiguous = rows[-1] - rows[0] + 1 == rows.size
+        part = framed[rows[0] : rows[-1] + 1] if contiguous else framed[rows]
+        lag[rows], voicing[rows] = _nsdf_peak(
+            part, lag_min=lag_min, lag_max=lag_max, n_fft=n_fft, peak_ratio=peak_ratio
         )
     f0_hz = np.full(n_frames, np.nan, dtype=np.float32)
     voiced = (voicing >= voicing_threshold) & (voicing > 0)
@@ -146,17 +162,15 @@ def _nsdf_peak(
     padded[:, width:] = 0.0
     centred = padded[:, :width]
     np.subtract(framed, framed.mean(axis=1, keepdims=True, dtype=np.float32), out=centred)
-    cumulative = np.cumsum(centred * centred, axis=1)
+    first, stop = lag_min - 1, lag_max + 2  # lags lag_min - 1 .. lag_max + 1
+    # m(tau) = sum_{j < width - tau} x_j**2 + sum_{j >= tau} x_j**2 for every lag, and the
+    # frame's energy in the last column, as one matrix product of the squared samples
+    energies = np.square(centred) @ _energy_windows(width, first, stop)
+    m, total = energies[:, :-1], energies[:, -1:]
     power = np.abs(scipy.fft.rfft(padded, axis=1, overwrite_x=True))
     np.square(power, out=power)
     # the autocorrelation is the inverse transform of the (real, even) power spectrum: a DCT-I
-    first, stop = lag_min - 1, lag_max + 2  # lags lag_min - 1 .. lag_max + 1
     r = scipy.fft.dct(power, type=1, axis=1, overwrite_x=True)[:, first:stop]
-
-    # m(tau) = sum_{j < width - tau} x_j**2 + sum_{j >= tau} x_j**2, from the cumulative sum
-    total = cumulative[:, -1:]
-    m = cumulative[:, width - stop : width - first][:, ::-1] + total
-    m -= cumulative[:, first - 1 : stop - 1]
     m *= np.float32(n_fft / 2)  # the DCT-I is n_fft times the autocorrelation
     floor = np.float32(1e-4 * n_fft) * total + np.float32(np.finfo(np.float32).tiny)
     nsdf = r / np.maximum(m, floor)
@@ -177,3 +191,18 @@ def _nsdf_peak(
     peak = centre - 0.25 * (left - right) * shift
     voicing = np.where(found, np.clip(peak, 0.0, 1.0), 0.0)
     return lag_min + index + shift, voicing
+
+
+@lru_cache(maxsize=8)
+def _energy_windows(width: int, first: int, stop: int) -> np.ndarray:
+    """0/1 matrix, shape ``(width, stop - first + 1)``: column ``k`` sums ``m(first + k)``.
+
+    ``m(tau)`` counts sample ``j`` once for ``j < width - tau`` and once for ``j >= tau``;
+    the last column is all ones (the frame's energy).
+    """
+    j = np.arange(width)[:, None]
+    tau = np.arange(first, stop)[None, :]
+    counts = (j < width - tau).astype(np.float32) + (j >= tau).astype(np.float32)
+    matrix = np.concatenate([counts, np.ones((width, 1), dtype=np.float32)], axis=1)
+    matrix.flags.writeable = False
+    return matrix

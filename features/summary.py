@@ -127,9 +127,6 @@ def summarize(
     >>> [round(float(v), 2) for v in summary]
     [2.0, 1.0, -2.7, 3.0]
     """
-    out_names, plain_rows, mean_positions, f0_row, f0_pos, energy_row, energy_pos = _layout(
-        tuple(names)
-    )
     values = np.asarray(values, dtype=np.float32)
     active = np.asarray(active, dtype=bool)
     if values.ndim != 2 or values.shape[0] != len(names) or active.shape != values.shape[1:]:
@@ -137,50 +134,149 @@ def summarize(
             f"values has shape {values.shape} and active {active.shape}; "
             f"({len(names)}, n_frames) and (n_frames,) are expected"
         )
-    out = np.full(len(out_names), np.nan, dtype=np.float32)
-    n_active = int(np.count_nonzero(active))
-    if n_active == 0:
+    summary, out_names = summarize_segments(
+        values, names=names, starts=np.zeros(1, dtype=np.intp), active=active[None]
+    )
+    return summary[0], out_names
+
+
+def summarize_segments(
+    values: np.ndarray, *, names: tuple[str, ...], starts: np.ndarray, active: np.ndarray
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Summarise many equally long, possibly overlapping segments, each as :func:`summarize`.
+
+    The masked sums of every segment come from two matrix products over the frames (no
+    copy per segment); only the pitch and level percentiles look at segments one by one.
+
+    Parameters
+    ----------
+    values : np.ndarray, shape (n_features, n_frames)
+        Frame features of a stretch of the recording.
+    names : tuple of str, length n_features
+        Names of the rows of ``values``.
+    starts : np.ndarray, shape (n_segments,), int
+        First frame of each segment in ``values``.
+    active : np.ndarray, shape (n_segments, length), bool
+        Active-speech mask of each segment; segment ``k`` covers the frames
+        ``starts[k]`` to ``starts[k] + length - 1``.
+
+    Returns
+    -------
+    summary : np.ndarray, shape (n_segments, n_summary), float32
+        One row per segment, as :func:`summarize` gives it (up to rounding).
+    summary_names : tuple of str, length n_summary
+        Equal to ``summary_names(names)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from voicecheck.features import summarize_segments
+    >>> values = np.array([[1.0, 3.0, 100.0, 4.0]], dtype=np.float32)
+    >>> active = np.array([[True, True], [False, False], [True, True]])
+    >>> summary, names = summarize_segments(
+    ...     values, names=("zcr",), starts=np.array([0, 1, 2]), active=active
+    ... )
+    >>> names, summary.tolist()
+    (('zcr_mean', 'zcr_std'), [[2.0, 1.0], [nan, nan], [52.0, 48.0]])
+    """
+    out_names, plain_rows, mean_positions, f0_row, f0_pos, energy_row, energy_pos = _layout(
+        tuple(names)
+    )
+    values = np.asarray(values, dtype=np.float32)
+    active = np.asarray(active, dtype=bool)
+    starts = np.asarray(starts, dtype=np.intp)
+    if (
+        values.ndim != 2
+        or values.shape[0] != len(names)
+        or active.ndim != 2
+        or starts.shape != active.shape[:1]
+    ):
+        raise ValueError(
+            f"values has shape {values.shape}, starts {starts.shape} and active "
+            f"{active.shape}; ({len(names)}, n_frames), (n_segments,) and "
+            "(n_segments, length) are expected"
+        )
+    n_segments, length = active.shape
+    if n_segments and (starts.min() < 0 or starts.max() + length > values.shape[1]):
+        raise ValueError(
+            f"segments of {length} frames from {starts.tolist()} do not fit in "
+            f"{values.shape[1]} frames"
+        )
+    out = np.full((n_segments, len(out_names)), np.nan, dtype=np.float32)
+    n_active = np.count_nonzero(active, axis=1)
+    if not n_active.any():
         return out, out_names
 
-    selected = values if n_active == active.size else values[:, active]
-    means = selected.sum(axis=1) / np.float32(n_active)
-    deviations = selected - means[:, None]
-    stds = np.sqrt(np.einsum("ij,ij->i", deviations, deviations) / np.float32(n_active))
-    out[mean_positions] = means[plain_rows]
-    out[mean_positions + 1] = stds[plain_rows]
+    # weights[:, k] marks segment k's active frames, so that the masked sums of every
+    # segment are two matrix products over the frames. Each row is first shifted by its
+    # mean over the stretch, which keeps the variance from the sum of squares accurate.
+    weights = np.zeros((values.shape[1], n_segments), dtype=np.float32)
+    for k, first in enumerate(starts):
+        weights[first : first + length, k] = active[k]
+    some = n_active > 0
+    count = np.maximum(n_active, 1).astype(np.float32)
+    plain = values[plain_rows]
+    shift = plain.mean(axis=1, keepdims=True)
+    plain -= shift
+    means = (plain @ weights) / count
+    np.square(plain, out=plain)
+    variances = np.maximum((plain @ weights) / count - means * means, np.float32(0.0))
+    means += shift
+    out[:, mean_positions] = np.where(some, means, np.nan).T
+    out[:, mean_positions + 1] = np.where(some, np.sqrt(variances), np.nan).T
 
+    frames = starts[:, None] + np.arange(length)[None, :]
     if energy_row >= 0:
-        (reference,) = _percentiles(selected[energy_row], (95.0,))
-        out[energy_pos] = means[energy_row] - reference
-        out[energy_pos + 1] = stds[energy_row]
-
+        energy = values[energy_row][frames]
+        (reference,) = _masked_percentiles(energy, active, n_active, (95.0,))
+        centred = np.where(active, energy - reference[:, None], np.float32(0.0))
+        mean = centred.sum(axis=1) / count
+        spread = np.where(active, centred - mean[:, None], np.float32(0.0))
+        out[some, energy_pos] = mean[some]
+        out[some, energy_pos + 1] = np.sqrt((spread * spread).sum(axis=1) / count)[some]
     if f0_row >= 0:
-        log_f0 = np.log2(values[f0_row])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_f0 = np.log2(values[f0_row][frames])
         voiced = active & np.isfinite(log_f0)
-        n_voiced = int(np.count_nonzero(voiced))
-        out[f0_pos + 3] = n_voiced / n_active
-        if n_voiced > 0:
-            voiced_log_f0 = log_f0[voiced]
-            p10, p50, p90 = _percentiles(voiced_log_f0, (10.0, 50.0, 90.0))
-            out[f0_pos] = p50
-            out[f0_pos + 1] = _SEMITONES_PER_OCTAVE * voiced_log_f0.std(dtype=np.float64)
-            out[f0_pos + 2] = _SEMITONES_PER_OCTAVE * (p90 - p10)
-            pairs = voiced[1:] & voiced[:-1]
-            if pairs.any():
-                steps = np.abs(np.diff(log_f0)[pairs])
-                out[f0_pos + 4] = _SEMITONES_PER_OCTAVE * steps.mean(dtype=np.float64)
+        n_voiced = np.count_nonzero(voiced, axis=1)
+        out[some, f0_pos + 3] = (n_voiced / count)[some]
+        has = n_voiced > 0
+        if has.any():
+            safe = np.where(voiced, log_f0, np.float32(0.0)).astype(np.float64)
+            n = np.maximum(n_voiced, 1)
+            spread = np.where(voiced, safe - (safe.sum(axis=1) / n)[:, None], 0.0)
+            p10, p50, p90 = _masked_percentiles(log_f0, voiced, n_voiced, (10.0, 50.0, 90.0))
+            out[has, f0_pos] = p50[has]
+            out[has, f0_pos + 1] = _SEMITONES_PER_OCTAVE * np.sqrt(
+                (spread * spread).sum(axis=1) / n
+            )[has]
+            out[has, f0_pos + 2] = _SEMITONES_PER_OCTAVE * (p90 - p10)[has]
+            pairs = voiced[:, 1:] & voiced[:, :-1]
+            n_pairs = np.count_nonzero(pairs, axis=1)
+            steps = np.where(pairs, np.abs(np.diff(safe, axis=1)), 0.0).sum(axis=1)
+            jitter = n_pairs > 0
+            out[jitter, f0_pos + 4] = _SEMITONES_PER_OCTAVE * steps[jitter] / n_pairs[jitter]
     return out, out_names
 
 
-def _percentiles(x: np.ndarray, q: tuple[float, ...]) -> list[float]:
-    """Return percentiles of a non-empty 1-D array, as ``np.percentile`` (linear), faster."""
-    ordered = np.sort(x)
-    last = ordered.size - 1
+def _masked_percentiles(
+    x: np.ndarray, mask: np.ndarray, counts: np.ndarray, q: tuple[float, ...]
+) -> list[np.ndarray]:
+    """Percentiles (linear, as ``np.percentile``) of each row's masked values.
+
+    ``x`` and ``mask`` have shape ``(n_rows, n)`` and ``counts`` holds the number of True
+    values of each row; a row without any gets a value that means nothing.
+    """
+    ordered = np.sort(np.where(mask, x, np.float32(np.inf)), axis=1)
+    last = np.maximum(counts, 1) - 1
+    rows = np.arange(x.shape[0])
     result = []
     for percent in q:
         position = percent / 100.0 * last
-        low = int(position)
-        high = min(low + 1, last)
-        fraction = position - low
-        result.append(float(ordered[low] + fraction * (ordered[high] - ordered[low])))
+        low = position.astype(np.intp)
+        high = np.minimum(low + 1, last)
+        fraction = (position - low).astype(np.float32)
+        below, above = ordered[rows, low], ordered[rows, high]
+        with np.errstate(invalid="ignore"):  # rows without a value: inf - inf
+            result.append(below + fraction * (above - below))
     return result

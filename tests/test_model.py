@@ -7,7 +7,14 @@ import skops.io as sio
 
 from voicecheck.analysis import feature_names
 from voicecheck.errors import ModelError
-from voicecheck.model import Detector, Thresholds, card_path_for, load_model, save_model
+from voicecheck.model import (
+    Detector,
+    FlatForest,
+    Thresholds,
+    card_path_for,
+    load_model,
+    save_model,
+)
 
 
 def _copy_model(detector: Detector, tmp_path, src_dir=None):
@@ -156,3 +163,28 @@ def test_skops_file_holds_only_trusted_types():
     from voicecheck.model import TRUSTED_TYPES, default_model_path
 
     assert set(sio.get_untrusted_types(file=default_model_path())) <= set(TRUSTED_TYPES)
+
+
+@pytest.mark.parametrize("which", ["shipped", "session"])
+def test_flat_forest_gives_scikit_learns_probabilities_exactly(which, small_model, rng):
+    detector = load_model() if which == "shipped" else small_model
+    assert detector._forest is not None  # the fast path is in use for these models
+    X = rng.standard_normal((FlatForest.MAX_ROWS, len(feature_names()))).astype(np.float32) * 3
+    X[rng.random(X.shape) < 0.2] = np.nan  # missing values take each node's learned side
+    X[0] = np.nan
+    X[1] = np.inf
+    X[2] = -np.inf
+    expected = detector.estimator.predict_proba(X)[:, 1]
+    np.testing.assert_array_equal(detector.predict_proba(X), expected)
+    np.testing.assert_array_equal(detector.predict_proba(X[:1]), expected[:1])
+
+
+def test_flat_forest_is_not_built_for_models_it_cannot_reproduce(small_model):
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.linear_model import LogisticRegression
+
+    X = np.random.default_rng(0).standard_normal((60, 3))
+    y = (X[:, 0] > 0).astype(int)
+    isotonic = CalibratedClassifierCV(LogisticRegression(), method="isotonic", cv=2).fit(X, y)
+    assert FlatForest.from_estimator(isotonic, n_features=3) is None
+    assert FlatForest.from_estimator(LogisticRegression().fit(X, y), n_features=3) is None

@@ -171,33 +171,41 @@ def segment_features(y: np.ndarray, *, block_frames: int = BLOCK_FRAMES) -> Segm
     names = frame_names()
     energy_row = names.index("energy_db")
     bounds = segment_bounds(n_frames_of(y.size))
+    starts_all = np.array([b[0] for b in bounds], dtype=np.intp)
+    length = bounds[0][1] - bounds[0][0] if bounds else 0  # every segment is this long
     rows: list[np.ndarray] = []
-    speech: list[float] = []
+    speech: list[np.ndarray] = []
     buffer = np.zeros((len(names), 0), np.float32)
     buffer_start = 0  # absolute index of the buffer's first frame
     next_seg = 0
     for f0, values in iter_frame_blocks(y, gain=gain, block_frames=block_frames):
         buffer = np.concatenate([buffer, values], axis=1) if buffer.size else values
         available = f0 + values.shape[1]
-        while next_seg < len(bounds) and bounds[next_seg][1] <= available:
-            s0, s1 = bounds[next_seg]
-            seg = buffer[:, s0 - buffer_start : s1 - buffer_start]
-            active = features.activity(seg[energy_row])
-            vector, _ = features.summarize(seg, names=names, active=active)
-            rows.append(vector)
-            speech.append(float(active.sum()) * HOP_LENGTH / ANALYSIS_SR_HZ)
-            next_seg += 1
+        done = next_seg
+        while done < len(bounds) and bounds[done][1] <= available:
+            done += 1
+        if done > next_seg:
+            # Every segment complete in the buffer, summarised at once.
+            starts = starts_all[next_seg:done] - buffer_start
+            energy = np.lib.stride_tricks.sliding_window_view(buffer[energy_row], length)
+            active = features.activity(energy[starts])
+            rows.append(
+                features.summarize_segments(buffer, names=names, starts=starts, active=active)[0]
+            )
+            speech.append(np.count_nonzero(active, axis=1) * (HOP_LENGTH / ANALYSIS_SR_HZ))
+            next_seg = done
         if next_seg < len(bounds):
             keep_from = bounds[next_seg][0]
             buffer = buffer[:, keep_from - buffer_start :]
             buffer_start = keep_from
     n_feat = len(feature_names())
     X = np.vstack(rows).astype(np.float32) if rows else np.zeros((0, n_feat), np.float32)
+    speech_s = np.concatenate(speech).astype(np.float64) if speech else np.zeros(0)
     starts = np.array([b[0] for b in bounds], dtype=np.float64) * HOP_LENGTH / ANALYSIS_SR_HZ
     ends = (
         np.array([b[1] - 1 for b in bounds], dtype=np.float64) * HOP_LENGTH + FRAME_LENGTH
     ) / ANALYSIS_SR_HZ
-    return SegmentFeatures(X=X, start_s=starts, end_s=ends, speech_s=np.array(speech))
+    return SegmentFeatures(X=X, start_s=starts, end_s=ends, speech_s=speech_s)
 
 
 def require_speech_segments(seg: SegmentFeatures) -> np.ndarray:
