@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import soxr
 from conftest import voiced
-from media import FORMATS, require_format, write_audio, written_rate
+from media import FORMATS, decode_with_pyav, require_format, write_audio, written_rate
 
 from voicecheck import errors
 from voicecheck.audio import load_audio
@@ -196,3 +196,84 @@ def test_errors_have_problem_details():
     problem = info.value.to_problem()
     assert problem["status"] == 422 and problem["code"] == "audio_too_short"
     assert problem["audio"]["sample_rate"] == 8000
+
+
+@pytest.mark.parametrize(
+    ("fmt", "sr", "channels"),
+    [("wav_float", 48000, 2), ("wav_float", 44100, 1), ("mp3", 44100, 2), ("amr_wb", 16000, 1)],
+)
+def test_streamed_resampling_equals_resampling_the_whole_recording(tmp_path, fmt, sr, channels):
+    require_format(fmt)
+    # 10 s: several decode blocks, and for MP3/AMR (FFmpeg) many small codec frames. The
+    # steady tone keeps the signal loud at every block boundary, where a resampler that
+    # restarted per block would go wrong.
+    tone = 0.2 * np.sin(2 * np.pi * 430 * np.arange(10 * sr) / sr)
+    y = np.stack([voiced(10.0, sr=sr, f0=120 + 60 * c, seed=c) + tone for c in range(channels)], 1)
+    path = write_audio(tmp_path / f"long{FORMATS[fmt].suffix}", y, sr=sr, fmt=fmt)
+    decoded, rate = decode_with_pyav(path)
+    whole = soxr.resample(decoded, rate, ANALYSIS_SR_HZ, quality="HQ").T
+    audio = load_audio(path)
+    assert audio.samples.shape == whole.shape and audio.samples.flags.c_contiguous
+    np.testing.assert_allclose(audio.samples, whole, atol=1e-4)
+
+
+def test_a_file_object_is_read_from_where_it_stands():
+    data = wav_bytes(voiced(1.5, sr=8000))
+    f = io.BytesIO(b"preamble" + data)
+    f.seek(8)
+    np.testing.assert_array_equal(load_audio(f).samples, load_audio(data).samples)
+
+
+def flac_declaring(data: bytes, n_samples: int) -> bytes:
+    """A FLAC file with the sample count of its STREAMINFO block set (0: unknown)."""
+    info = int.from_bytes(data[8:26], "big") & ~((1 << 36) - 1) | n_samples
+    return data[:8] + info.to_bytes(18, "big") + data[26:]
+
+
+def test_flac_stream_of_undeclared_length_decodes(tmp_path):
+    # Live encoders write 0 (unknown) as the sample count of STREAMINFO.
+    path = write_audio(tmp_path / "live.flac", voiced(3.0, sr=8000), sr=8000, fmt="flac")
+    audio = load_audio(flac_declaring(path.read_bytes(), 0))
+    assert audio.duration_s == pytest.approx(3.0, abs=0.01)
+
+
+def test_output_of_undeclared_length_grows_without_changing_the_audio(tmp_path, rng):
+    # 8 channels of 150 s: more than the first 32 MiB part of an output of unknown length
+    t = np.arange(150 * 8000) / 8000
+    y = np.stack([0.2 * np.sin(2 * np.pi * (200 + 50 * c) * t) for c in range(8)], 1)
+    y += 0.01 * rng.standard_normal(y.shape)
+    path = tmp_path / "eight.flac"
+    sf.write(path, y, 8000, subtype="PCM_16")
+    known = load_audio(path, require_speech=False)
+    unknown = load_audio(flac_declaring(path.read_bytes(), 0), require_speech=False)
+    assert unknown.samples.shape == (8, 150 * 8000) and unknown.samples.flags.c_contiguous
+    np.testing.assert_array_equal(known.samples, unknown.samples)
+
+
+def test_amr_with_discontinuous_transmission_decodes(tmp_path):
+    # Phones stop sending speech frames in pauses: a comfort-noise (SID) frame, then
+    # NO_DATA frames. 4 s of that before 2 s of speech.
+    require_format("amr_nb")
+    speech = write_audio(tmp_path / "s.amr", voiced(2.0, sr=8000), sr=8000, fmt="amr_nb")
+    sid, no_data = b"\x44" + bytes(5), b"\x7c"
+    audio = load_audio(b"#!AMR\n" + (sid + no_data * 7) * 25 + speech.read_bytes()[6:])
+    assert audio.info.codec == "amr_nb"
+    assert audio.duration_s == pytest.approx(6.0, abs=0.05)
+    second = slice(4 * ANALYSIS_SR_HZ, None)
+    assert (
+        np.abs(audio.samples[0, second]).max() > 10 * np.abs(audio.samples[0, : second.start]).max()
+    )
+
+
+def test_a_header_that_declares_more_than_is_there_is_refused(tmp_path):
+    path = write_audio(tmp_path / "c.flac", voiced(2.0, sr=8000), sr=8000, fmt="flac")
+    with pytest.raises(errors.CorruptAudioError, match="declares 60.00 s of audio but only 2.00 s"):
+        load_audio(flac_declaring(path.read_bytes(), 60 * 8000))
+
+
+def test_too_long_is_refused_at_the_block_that_crosses_the_limit(tmp_path):
+    # No length in the header: the limit is found while decoding, not after.
+    path = write_audio(tmp_path / "c.flac", voiced(30.0, sr=8000), sr=8000, fmt="flac")
+    with pytest.raises(errors.AudioTooLongError, match="longer than 10 s") as exc:
+        load_audio(flac_declaring(path.read_bytes(), 0), max_duration_s=10.0)
+    assert exc.value.details["audio"].duration_s <= 10.0 + 4.0  # within one block
