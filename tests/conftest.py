@@ -12,6 +12,9 @@ from voicecheck.analysis import feature_names
 
 SR = 16_000
 
+# The atheris harness is a program (run by tests/test_hostile_input.py), not a test module.
+collect_ignore = ["fuzz_decode.py"]
+
 
 @pytest.fixture
 def rng() -> np.random.Generator:

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .batch import FILES_PER_TASK, FLUSH_S, PART_ROWS
 from .constants import MAX_DURATION_S
 from .errors import VoiceCheckError
 
@@ -229,6 +230,223 @@ def _csv(rows: list[dict[str, Any]], *, segments: bool) -> str:
     return out.getvalue()
 
 
+class _StopRequest:
+    """Turns SIGINT and SIGTERM into a stop request the batch polls; a second one aborts."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        click.echo(
+            "\nstopping: writing the finished results (signal again to stop at once)", err=True
+        )
+
+    def __enter__(self) -> _StopRequest:
+        import signal
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _batch_progress(every_s: float):
+    tty = sys.stderr.isatty()
+    state = {"shown": 0.0}
+
+    def show(stats) -> None:
+        now = stats.elapsed_s
+        if now - state["shown"] < every_s:
+            return
+        state["shown"] = now
+        if tty:
+            click.echo(f"\r{stats.line()}\x1b[K", err=True, nl=False)
+        else:
+            click.echo(stats.line(), err=True)
+
+    return show
+
+
+@main.command()
+@click.argument("input_", metavar="INPUT", type=str)
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(path_type=str),
+    help="OUT: a .csv file, or a .parquet folder of part files; appended to, and resumed.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "parquet"]),
+    help="Output format (default: from the suffix of OUT).",
+)
+@click.option(
+    "--pattern",
+    "patterns",
+    multiple=True,
+    metavar="GLOB",
+    help="Only files whose name matches, e.g. '*.wav' (repeatable; a folder INPUT only).",
+)
+@click.option(
+    "--model",
+    envvar="VOICECHECK_MODEL",
+    type=click.Path(path_type=str),
+    help="A .skops model file (default: the model shipped with voicecheck).",
+)
+@click.option(
+    "--max-duration",
+    type=click.FloatRange(min=1),
+    default=MAX_DURATION_S,
+    show_default=True,
+    envvar="VOICECHECK_MAX_DURATION_S",
+    help="Longest recording accepted, in seconds.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Processes of the local Dask cluster, one thread each (default: one per core).",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="Run on the Dask cluster of this scheduler (tcp://host:port) instead of a local "
+    "one; its workers need voicecheck and must see the files and the model at these paths.",
+)
+@click.option(
+    "--files-per-task",
+    type=click.IntRange(min=1),
+    default=FILES_PER_TASK,
+    show_default=True,
+    help="Files one Dask task scores.",
+)
+@click.option("--restart", is_flag=True, help="Delete what OUT holds and score everything.")
+@click.option(
+    "--retry-errors",
+    is_flag=True,
+    help="Score again the files OUT has error rows for (the old rows are removed).",
+)
+@click.option(
+    "--flush-seconds",
+    type=click.FloatRange(min=0.01),
+    default=FLUSH_S,
+    show_default=True,
+    help="Seconds between durable writes: fsync of the CSV, a new Parquet part.",
+)
+@click.option(
+    "--part-rows",
+    type=click.IntRange(min=1),
+    default=PART_ROWS,
+    show_default=True,
+    help="Most rows in one Parquet part file.",
+)
+def batch(
+    input_: str,
+    output: str,
+    fmt: str | None,
+    patterns: tuple[str, ...],
+    model: str | None,
+    max_duration: float,
+    workers: int | None,
+    scheduler: str | None,
+    files_per_task: int,
+    restart: bool,
+    retry_errors: bool,
+    flush_seconds: float,
+    part_rows: int,
+) -> None:
+    """Score every recording of INPUT on a Dask cluster; one row per file in OUT.
+
+    INPUT is a folder (walked recursively; hidden files skipped) or a file with one
+    path a line ('-' reads standard input). Running the same command again resumes:
+    files OUT already holds are skipped. The exit status is 1 if any file failed (or a
+    folder could not be read), 130 or 143 when stopped by Ctrl-C or SIGTERM (run it
+    again to go on).
+    """
+    import os
+
+    from . import batch as engine
+
+    if workers is not None and scheduler is not None:
+        raise click.UsageError("give --workers (a local cluster) or --scheduler, not both")
+    unreadable: list[str] = []
+
+    def skip_folder(folder: str, exc: OSError) -> None:
+        unreadable.append(folder)
+        click.echo(f"warning: cannot read folder {folder}: {exc.strerror}; skipped", err=True)
+
+    try:
+        fmt = engine.format_for(output, fmt)
+        paths = engine.input_paths(
+            input_, patterns=patterns, exclude=os.path.abspath(output), on_error=skip_folder
+        )
+    except VoiceCheckError as exc:
+        raise click.UsageError(str(exc)) from None
+    model_path = os.path.abspath(model) if model else None
+    model_id = _load_detector(model_path).model_id
+    try:
+        out = engine.open_output(
+            output,
+            fmt=fmt,
+            model_id=model_id,
+            restart=restart,
+            retry_errors=retry_errors,
+            flush_s=flush_seconds,
+            part_rows=part_rows,
+        )
+    except engine.BatchOutputError as exc:
+        _fail(str(exc), 2)
+    except OSError as exc:
+        _fail(f"cannot write {output}: {exc.strerror}")
+    for note in out.notes:
+        click.echo(note, err=True)
+    progress = _batch_progress(0.5 if sys.stderr.isatty() else 10.0)
+    try:
+        with (
+            _StopRequest() as stop,
+            engine.DaskEngine(scheduler=scheduler, workers=workers) as cluster,
+            out,
+        ):
+            stats = engine.run_batch(
+                paths,
+                out,
+                client=cluster.client,
+                model=model_path,
+                model_id=model_id,
+                max_duration_s=max_duration,
+                files_per_task=files_per_task,
+                window=engine.TASKS_PER_THREAD * cluster.threads(),
+                stop=stop,
+                progress=progress,
+            )
+    except VoiceCheckError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        click.echo("\nstopped at once; run the same command again to go on", err=True)
+        sys.exit(130)
+    if sys.stderr.isatty():
+        click.echo("", err=True)
+    click.echo(engine.summary_line(stats, output), err=True)
+    if stop.signum is not None:
+        click.echo("interrupted: run the same command again to go on", err=True)
+        sys.exit(128 + stop.signum)
+    if stats.failed or unreadable:
+        sys.exit(1)
+
+
 @main.command()
 @click.option(
     "--model",
@@ -283,6 +501,19 @@ def _progress(label: str):
     return update
 
 
+def _feature_engine(jobs: int, scheduler: str | None):
+    """One Dask cluster for every feature table of a command, started when first needed."""
+    from .batch import n_workers, shared_engine
+
+    if scheduler is None and jobs == 1:
+        return contextlib.nullcontext()
+    try:
+        workers = None if scheduler else n_workers(jobs)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--jobs") from None
+    return shared_engine(scheduler=scheduler, workers=workers)
+
+
 @main.command()
 @click.option(
     "--manifest",
@@ -316,6 +547,12 @@ def _progress(label: str):
     help="Grouped cross-validation folds.",
 )
 @click.option("--jobs", default=-1, show_default=True, type=int, help="Worker processes.")
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="Compute features on the Dask cluster of this scheduler (tcp://host:port; --jobs "
+    "is then ignored); its workers need voicecheck and must see the clips at these paths.",
+)
 def train(
     manifest: str,
     datasets: tuple[str, ...],
@@ -325,6 +562,7 @@ def train(
     copies: int,
     folds: int,
     jobs: int,
+    scheduler: str | None,
 ) -> None:
     """Train a model from the data manifest; writes the model, card and metrics to OUTPUT."""
     from .training import TrainConfig
@@ -339,9 +577,11 @@ def train(
         copies=copies,
         folds=folds,
         n_jobs=jobs,
+        scheduler=scheduler,
     )
     try:
-        metrics = run_train(config, progress=_progress("Features"))
+        with _feature_engine(jobs, scheduler):
+            metrics = run_train(config, progress=_progress("Features"))
     except VoiceCheckError as exc:
         _fail(str(exc))
     p = metrics["pooled"]
@@ -391,6 +631,12 @@ def train(
 )
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--jobs", default=-1, show_default=True, type=int, help="Worker processes.")
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="Compute features on the Dask cluster of this scheduler (tcp://host:port; --jobs "
+    "is then ignored); its workers need voicecheck and must see the clips at these paths.",
+)
 def evaluate(
     model: str | None,
     manifest: str,
@@ -400,6 +646,7 @@ def evaluate(
     output: str,
     seed: int,
     jobs: int,
+    scheduler: str | None,
 ) -> None:
     """Measure detection honestly: grouped protocols under phone channels, with a report."""
     from .evaluation import CONDITIONS, run
@@ -408,16 +655,17 @@ def evaluate(
     protocols = protocols or ("shipped",)
     card = _load_detector(model).card if "shipped" in protocols else None
     try:
-        rows = run(
-            manifest=manifest,
-            datasets=list(datasets) or None,
-            protocols=protocols,
-            conditions=conditions or CONDITIONS,
-            model_path=model,
-            seed=seed,
-            n_jobs=jobs,
-            progress=_progress("Features"),
-        )
+        with _feature_engine(jobs, scheduler):
+            rows = run(
+                manifest=manifest,
+                datasets=list(datasets) or None,
+                protocols=protocols,
+                conditions=conditions or CONDITIONS,
+                model_path=model,
+                seed=seed,
+                n_jobs=-1 if scheduler else jobs,
+                progress=_progress("Features"),
+            )
     except VoiceCheckError as exc:
         _fail(str(exc))
     if not rows:

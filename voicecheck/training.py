@@ -9,6 +9,7 @@ from models that never saw the clip's group.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import soxr
+from threadpoolctl import threadpool_limits
 
 from . import __version__
 from . import channel as phone
@@ -57,6 +59,9 @@ class TrainConfig:
     copies: int = 2
     folds: int = 5
     n_jobs: int = -1
+    scheduler: str | None = None
+    """Address of a Dask scheduler (``tcp://host:port``) to compute features on; None
+    starts a local cluster of ``n_jobs`` processes (none when ``n_jobs`` is 1)."""
     hgb: dict[str, Any] = field(default_factory=dict)
 
 
@@ -150,6 +155,7 @@ def build_table(
     copies: int,
     seed: int,
     n_jobs: int = -1,
+    scheduler: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Table:
     """Compute segment features of every clip, ``copies`` times each.
@@ -163,14 +169,19 @@ def build_table(
     copies : int
         How many channel-augmented copies of each clip.
     seed : int
-        Seed of the channel draws; the same seed gives the same table.
+        Seed of the channel draws; the same seed gives the same table, wherever the
+        features are computed (with one BLAS/OpenMP thread per process, Dask's default).
     n_jobs : int
-        Worker processes (joblib); ``-1`` uses every core.
+        ``1`` computes in this process, one thread. Otherwise the clips go to a Dask cluster
+        (:func:`voicecheck.batch.map_unordered`): the one of ``scheduler``, else the
+        one of an enclosing :func:`voicecheck.batch.shared_engine`, else a local
+        cluster of ``n_jobs`` processes started for this call (``-1``: one per core).
+    scheduler : str or None
+        Address of a Dask scheduler (``tcp://host:port``); its workers must see the
+        clips (and the feature cache) at the same paths.
     progress : callable or None
         Called as ``progress(done, total)``.
     """
-    from joblib import Parallel, delayed
-
     rng = np.random.default_rng(seed)
     cache = cache_dir()
     jobs = []
@@ -178,11 +189,22 @@ def build_table(
         for k in range(copies):
             jobs.append((len(jobs), c, chains(k, rng), int(rng.integers(2**31)), cache))
     results: list[tuple[int, np.ndarray | None, str | None]] = []
-    runner = Parallel(n_jobs=n_jobs, return_as="generator_unordered", batch_size=4)
-    for done, res in enumerate(runner(delayed(_job)(j) for j in jobs), start=1):
-        results.append(res)
-        if progress:
-            progress(done, len(jobs))
+    with contextlib.ExitStack() as stack:
+        if n_jobs == 1 and scheduler is None:
+            # One BLAS/OpenMP thread, as in Dask's workers: the same features to the last bit.
+            stack.enter_context(threadpool_limits(limits=1))
+            computed = map(_job, jobs)
+        else:
+            from .batch import engine_client, map_unordered, n_workers
+
+            client = stack.enter_context(
+                engine_client(scheduler=scheduler, workers=n_workers(n_jobs))
+            )
+            computed = (res for _, res in map_unordered(_job, jobs, client=client))
+        for done, res in enumerate(computed, start=1):
+            results.append(res)
+            if progress:
+                progress(done, len(jobs))
     results.sort(key=lambda r: r[0])
     rows, y, clip_of_row, meta, skipped = [], [], [], [], []
     for (_, clip, chain, _, _), (_, X, err) in zip(jobs, results, strict=True):
@@ -332,6 +354,11 @@ def training_chains(copy_index: int, rng: np.random.Generator) -> list[Any]:
     return phone.random_chain(rng)
 
 
+def recorded_config(config: TrainConfig) -> dict[str, Any]:
+    """The training settings as written to the card: what made the model, not where it ran."""
+    return {k: v for k, v in asdict(config).items() if k not in ("n_jobs", "scheduler")}
+
+
 def train(config: TrainConfig, *, progress: Callable[[int, int], None] | None = None) -> dict:
     """Train a detector from the manifest, validate it by group, and save the run.
 
@@ -354,6 +381,7 @@ def train(config: TrainConfig, *, progress: Callable[[int, int], None] | None = 
         copies=config.copies,
         seed=config.seed,
         n_jobs=config.n_jobs,
+        scheduler=config.scheduler,
         progress=progress,
     )
     table = subset(table, balanced_rows(table, seed=config.seed))
@@ -433,7 +461,7 @@ def train(config: TrainConfig, *, progress: Callable[[int, int], None] | None = 
             "sha256": manifest.sha256(clips),
             "datasets": sorted({c.dataset for c in clips}),
         },
-        "training": {"config": asdict(config), "n_segments": int(table.X.shape[0])},
+        "training": {"config": recorded_config(config), "n_segments": int(table.X.shape[0])},
         "metrics": metrics,
         "validation_scores": {
             "real": np.round(np.sort(scores[labels == 0]), 4).tolist(),
@@ -441,7 +469,7 @@ def train(config: TrainConfig, *, progress: Callable[[int, int], None] | None = 
         },
     }
     save_model(model, card, out / "model.skops")
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    (out / "config.json").write_text(json.dumps(recorded_config(config), indent=2) + "\n")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "skipped.json").write_text(json.dumps(table.skipped, indent=2) + "\n")
     return metrics
