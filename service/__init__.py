@@ -14,17 +14,20 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
-
-from voicecheck.model import Detector, load_model
 
 from . import problems
 from .settings import Settings, load_settings
 from .store import Store
 from .telemetry import Metrics, configure_logging, request_id
+
+if TYPE_CHECKING:
+    # The model (scikit-learn, skops) is imported when an application is built, so that
+    # the command line's keys, users and audit commands start without it.
+    from voicecheck.model import Detector
 
 
 @dataclass
@@ -76,6 +79,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     logger = configure_logging(settings.log_level, settings.log_format)
     if detector is None:
+        from voicecheck.model import load_model
+
         detector = load_model(settings.model or None)
     svc = Service(
         settings=settings,
@@ -132,12 +137,15 @@ def _register_request_hooks(app: Flask, svc: Service) -> None:
         g.request_id = request_id(request.headers.get("X-Request-ID"))
         g.started = time.perf_counter()
         g.audited = False
+        g.audit_id = None
         g.key = None
 
     @app.after_request
     def _finish(response: Response) -> Response:
-        if response.status_code >= 400 and request.path.startswith("/v1/"):
-            response = audit_refusal(svc, response)
+        if g.get("audit_id") is not None or (
+            response.status_code >= 400 and request.path.startswith("/v1/")
+        ):
+            response = audit_refusal(svc, response)  # or complete the received row
         elapsed = time.perf_counter() - getattr(g, "started", time.perf_counter())
         endpoint = _endpoint_label()
         svc.metrics.requests.labels(endpoint, request.method, str(response.status_code)).inc()

@@ -19,12 +19,22 @@ from voicecheck.errors import AudioTooLongError, UnsupportedFormatError, VoiceCh
 from voicecheck.scoring import analyze
 
 from . import Service, service
-from .audit import request_row
+from .audit import open_request, request_row, written
 from .auth import ForbiddenError, check_key, check_rate
 from .problems import SUPPORTED_TYPES, NotFoundError, RequestError, TooLargeError
-from .store import iso, new_id
+from .store import StoreError, iso, new_id
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
+
+READ_CHUNK_BYTES = 1 << 20
+"""Uploads are read in pieces of this many bytes, so that one over the limit is refused
+after at most the limit has been read, whatever the request announced."""
+
+MULTIPART_SLACK_BYTES = 1 << 20
+"""How far a one-file request body may exceed ``max_upload_mb``: the multipart framing."""
+
+IDEMPOTENCY_KEY_CHARS = 200
+"""Longest ``Idempotency-Key`` accepted, in characters."""
 
 
 def visible(row: dict[str, Any] | None, kind: str, ident: str) -> dict[str, Any]:
@@ -151,6 +161,16 @@ def incoming(*, field: str = "file", many: bool = False, limit_mb: float) -> lis
     return [Part(request.stream, name, mt)]
 
 
+def idempotency_key() -> str | None:
+    """The request's ``Idempotency-Key`` header, or None; 400 when it is too long."""
+    value = (request.headers.get("Idempotency-Key") or "").strip() or None
+    if value is not None and len(value) > IDEMPOTENCY_KEY_CHARS:
+        raise RequestError(
+            f"the Idempotency-Key header is longer than {IDEMPOTENCY_KEY_CHARS} characters"
+        )
+    return value
+
+
 def uploads(svc: Service, *, field: str = "file", many: bool = False) -> list[Upload]:
     """The recordings in this request, read into memory (at most ``max_upload_mb`` each)."""
     parts = incoming(field=field, many=many, limit_mb=svc.settings.max_upload_mb)
@@ -158,10 +178,21 @@ def uploads(svc: Service, *, field: str = "file", many: bool = False) -> list[Up
 
 
 def read_upload(svc: Service, part: Part) -> Upload:
-    """Read one incoming recording into memory; 413 above ``max_upload_mb``."""
-    data = part.stream.read(svc.settings.max_upload_bytes + 1)
-    if len(data) > svc.settings.max_upload_bytes:
-        raise too_large(part.filename, len(data), svc.settings.max_upload_mb)
+    """Read one incoming recording into memory; 413 as soon as it passes ``max_upload_mb``.
+
+    A body without a length (``Transfer-Encoding: chunked``) or with a false one is read
+    piece by piece, so a refused upload costs at most the limit in memory and time.
+    """
+    limit = svc.settings.max_upload_bytes
+    pieces: list[bytes] = []
+    size = 0
+    while piece := part.stream.read(min(READ_CHUNK_BYTES, limit + 1 - size)):
+        pieces.append(piece)
+        size += len(piece)
+        if size > limit:
+            pieces.clear()
+            raise too_large(part.filename, size, svc.settings.max_upload_mb)
+    data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
     return Upload(data, part.filename, part.content_type)
 
 
@@ -271,32 +302,80 @@ def analyze_and_store(
     *,
     explain: bool = False,
     finish: Callable[[dict[str, Any]], None] | None = None,
+    idempotency_key: str | None = None,
 ) -> tuple[dict[str, Any] | None, VoiceCheckError | None]:
     """Score one upload while the client waits; store the analysis or the refusal's audit row.
 
+    The file's audit row is written ahead (``received``) before scoring starts, unless
+    the request's own received row is still open, and completed afterwards.
     ``finish`` may complete the analysis row before it is stored (the console adds its
-    official and what its pages show).
+    official and what its pages show). ``idempotency_key`` is stored with the analysis.
     """
+    if g.get("audit_id") is None:
+        open_request(
+            svc, filename=upload.filename, sha256=upload.sha256, size_bytes=len(upload.data)
+        )
     row, error, fields = score_upload(
         svc, upload, max_duration_s=svc.settings.max_sync_duration_s, explain=explain
     )
+    audit_row = request_row(**fields)
     if error is not None:
-        svc.store.write_audit([request_row(**fields)])
+        svc.store.write_audit([audit_row])
+        written(audit_row)
         return None, error
     assert row is not None
+    row["idempotency_key"] = idempotency_key
     if finish is not None:
         finish(row)
-    svc.store.save_analysis(row, request_row(**fields))
+    svc.store.save_analysis(row, audit_row)
+    written(audit_row)
     return row, None
+
+
+def _replayed(svc: Service, earlier: dict[str, Any], upload: Upload) -> Response:
+    """The answer to a retry whose ``Idempotency-Key`` already made ``earlier``."""
+    g.audited = True
+    row = request_row(
+        status=200,
+        outcome="duplicate",
+        filename=upload.filename,
+        sha256=upload.sha256,
+        size_bytes=len(upload.data),
+        model_id=svc.detector.model_id,
+        analysis_id=earlier["id"],
+    )
+    svc.store.write_audit([row])
+    written(row)
+    return jsonify(analysis_body(earlier))
 
 
 @bp.post("/analyze")
 @requires("analyze")
 def analyze_one() -> Response:
-    """Score one recording and answer with its analysis."""
+    """Score one recording and answer with its analysis.
+
+    With an ``Idempotency-Key`` the key already used (by this API key), the stored
+    analysis is answered again instead of a second one being made.
+    """
     svc = service()
+    # One file: the body may exceed it by the multipart framing, no more.
+    request.max_content_length = min(
+        svc.settings.max_request_bytes, svc.settings.max_upload_bytes + MULTIPART_SLACK_BYTES
+    )
+    idempotency = idempotency_key()
+    open_request(svc, size_bytes=request.content_length)
     (upload,) = uploads(svc)
-    row, error = analyze_and_store(svc, upload)
+    if idempotency is not None:
+        earlier = svc.store.find_analysis(g.key.id, idempotency)
+        if earlier is not None:
+            return _replayed(svc, earlier, upload)
+    try:
+        row, error = analyze_and_store(svc, upload, idempotency_key=idempotency)
+    except StoreError:
+        earlier = svc.store.find_analysis(g.key.id, idempotency) if idempotency else None
+        if earlier is None:
+            raise
+        return _replayed(svc, earlier, upload)  # the same request arrived twice at once
     g.audited = True
     if error is not None:
         g.error_code = error.code
@@ -310,6 +389,7 @@ def analyze_one() -> Response:
 def analyze_batch() -> Response:
     """Score several recordings (multipart parts named ``file``); one result per file."""
     svc = service()
+    open_request(svc, size_bytes=request.content_length)
     files = uploads(svc, many=True)
     if len(files) > svc.settings.max_batch_files:
         raise RequestError(

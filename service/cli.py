@@ -479,7 +479,15 @@ def audit_export(
     data_dir: str | None,
     database_url: str | None,
 ) -> None:
-    """Export the audit log as CSV or JSON."""
+    """Export the audit log as CSV or JSON.
+
+    One row per analysed file and per refused request; status is the HTTP status
+    answered and outcome "ok", "queued", "duplicate" or the problem's code. Rows of
+    requests that had not been answered have status 0: outcome "received" while the
+    request is still being answered, "interrupted" when its worker process died first,
+    "timed_out" when gunicorn stopped the worker for running past --timeout. The worker
+    column names the process (host:pid) that took the request.
+    """
     from .audit import export
 
     store = _open_store(data_dir, database_url)

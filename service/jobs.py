@@ -34,13 +34,14 @@ from .api import (
     Part,
     Upload,
     analysis_body,
+    idempotency_key,
     incoming,
     requires,
     score_upload,
     too_large,
     visible,
 )
-from .audit import request_row
+from .audit import open_request, request_row, worker_name, written
 from .callbacks import check_callback_url, deliver
 from .problems import ConflictError, RequestError
 from .store import StoreError, iso, new_id
@@ -63,24 +64,12 @@ def submit() -> tuple[Response, int, dict[str, str]]:
     """Queue recordings (multipart parts named ``file``) for scoring in the background."""
     svc = service()
     request.max_content_length = svc.settings.max_job_request_bytes
-    idempotency = (request.headers.get("Idempotency-Key") or "").strip() or None
+    idempotency = idempotency_key()
+    open_request(svc, size_bytes=request.content_length)
     if idempotency is not None:
-        if len(idempotency) > 200:
-            raise RequestError("the Idempotency-Key header is longer than 200 characters")
         earlier = svc.store.find_job(g.key.id, idempotency)
         if earlier is not None:  # a retry of a submission that already succeeded
-            g.audited = True
-            svc.store.write_audit(
-                [
-                    request_row(
-                        status=200,
-                        outcome="duplicate",
-                        job_id=earlier["id"],
-                        model_id=svc.detector.model_id,
-                    )
-                ]
-            )
-            return _job_answer(svc, earlier, 200)
+            return _duplicate(svc, earlier)
     callback = None
     if request.mimetype == "multipart/form-data":
         callback = (request.form.get("callback_url") or "").strip() or None
@@ -130,26 +119,24 @@ def submit() -> tuple[Response, int, dict[str, str]]:
             "folder": str(folder),
             "idempotency_key": idempotency,
         }
-        svc.store.add_job(
-            row,
-            request_row(
-                status=202,
-                outcome="queued",
-                size_bytes=sum(item["size_bytes"] for item in listing),
-                filename=listing[0]["filename"] if len(listing) == 1 else f"{len(listing)} files",
-                sha256=listing[0]["sha256"] if len(listing) == 1 else None,
-                model_id=svc.detector.model_id,
-                job_id=job_id,
-            ),
+        audit_row = request_row(
+            status=202,
+            outcome="queued",
+            size_bytes=sum(item["size_bytes"] for item in listing),
+            filename=listing[0]["filename"] if len(listing) == 1 else f"{len(listing)} files",
+            sha256=listing[0]["sha256"] if len(listing) == 1 else None,
+            model_id=svc.detector.model_id,
+            job_id=job_id,
         )
+        svc.store.add_job(row, audit_row)
+        written(audit_row)
     except StoreError:
         shutil.rmtree(folder, ignore_errors=True)
         earlier = svc.store.find_job(g.key.id, idempotency) if idempotency else None
         if earlier is None:
             raise
         # The same submission arrived twice at once and the other one was stored first.
-        g.audited = True
-        return _job_answer(svc, earlier, 200)
+        return _duplicate(svc, earlier)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -185,6 +172,17 @@ def _save(part: Part, path: Path, limit_mb: float) -> tuple[int, str]:
         fh.flush()
         os.fsync(fh.fileno())
     return size, digest.hexdigest()
+
+
+def _duplicate(svc: Service, earlier: dict[str, Any]) -> tuple[Response, int, dict]:
+    """The answer to a retry whose ``Idempotency-Key`` already made the job ``earlier``."""
+    g.audited = True
+    row = request_row(
+        status=200, outcome="duplicate", job_id=earlier["id"], model_id=svc.detector.model_id
+    )
+    svc.store.write_audit([row])
+    written(row)
+    return _job_answer(svc, earlier, 200)
 
 
 def _job_answer(svc: Service, row: dict[str, Any], status: int) -> tuple[Response, int, dict]:
@@ -421,6 +419,7 @@ class JobRunner:
             "client_addr": job["client_addr"],
             "method": "JOB",
             "path": f"/v1/jobs/{job['id']}",
+            "worker": worker_name(),
         }
         try:
             data = (folder / item["path"]).read_bytes()

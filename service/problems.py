@@ -181,8 +181,8 @@ def register(app: Flask) -> None:
                 f"; allowed: {allowed}" if allowed else ""
             )
         elif status == 413:
-            limit = app.config.get("MAX_CONTENT_LENGTH")
-            detail = "the request body is larger than the service accepts" + (
+            limit = request.max_content_length  # this endpoint's limit, else the app's
+            detail = "the request body is larger than the service accepts here" + (
                 f" ({limit / 1024 / 1024:.0f} MiB)" if limit else ""
             )
         resp = problem(status, code, exc.name, detail)

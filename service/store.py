@@ -3,10 +3,15 @@
 SQLite in WAL mode with full fsync by default (one file in the data folder); any
 SQLAlchemy URL otherwise, PostgreSQL when several servers share one store. Every write
 is committed before the call returns, so a row the service reports exists on disk.
+The one exception is the ``received`` audit row written before a request's work starts
+(:meth:`Store.open_audit`): it is committed without waiting for the disk, because it
+only has to outlive the server process, not the machine, and the commit that completes
+it flushes both.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -56,6 +61,8 @@ analyses = sa.Table(
     sa.Column("result", sa.Text, nullable=False),
     sa.Column("audio_path", sa.String(1000), nullable=True),
     sa.Column("user_id", sa.String(32), nullable=True, index=True),
+    sa.Column("idempotency_key", sa.String(200), nullable=True),
+    sa.Index("uq_analyses_key_idempotency", "key_id", "idempotency_key", unique=True),
 )
 
 audit = sa.Table(
@@ -82,7 +89,20 @@ audit = sa.Table(
     sa.Column("analysis_id", sa.String(40), nullable=True),
     sa.Column("job_id", sa.String(40), nullable=True),
     sa.Column("user_name", sa.String(200), nullable=True),
+    sa.Column("worker", sa.String(100), nullable=True),
     sa.Index("ix_audit_key_time", "key_id", "time"),
+)
+
+RECEIVED = "received"
+"""Outcome of an audit row whose request is still being answered (written before the work)."""
+
+# Only requests still in flight are in this index, so keeping it costs one entry per
+# request for as long as it runs, and finding a dead worker's requests reads no others.
+sa.Index(
+    "ix_audit_in_flight",
+    audit.c.worker,
+    sqlite_where=audit.c.outcome == sa.literal_column(f"'{RECEIVED}'"),
+    postgresql_where=audit.c.outcome == sa.literal_column(f"'{RECEIVED}'"),
 )
 
 jobs = sa.Table(
@@ -205,6 +225,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_unsynced(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA synchronous=NORMAL")  # in WAL mode: safe from process death
+    cursor.close()
+
+
+def _server_unsynced(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("SET synchronous_commit TO OFF")  # safe from client death
+    cursor.close()
+    dbapi_connection.commit()  # a SET rolled back would be undone
+
+
 class Store:
     """The service's tables behind one engine.
 
@@ -308,21 +341,96 @@ class Store:
     def dispose(self) -> None:
         """Close every pooled connection (after a fork, or at shutdown)."""
         self.engine.dispose()
+        if "_unsynced" in vars(self):
+            self._unsynced.dispose()
+
+    @functools.cached_property
+    def _unsynced(self) -> Engine:
+        """Connections whose commits do not wait for the disk (see :meth:`open_audit`)."""
+        path = self.url.split("///", 1)[1] if "///" in self.url else ""
+        if self.is_sqlite and (not path or path == ":memory:" or "mode=memory" in self.url):
+            return self.engine  # a database in memory exists only behind its own engine
+        if self.is_sqlite:
+            engine = sa.create_engine(
+                self.url, connect_args={"timeout": 10, "check_same_thread": False}
+            )
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+            sa.event.listen(engine, "connect", _sqlite_unsynced)
+        else:
+            engine = sa.create_engine(self.url, pool_pre_ping=True)
+            sa.event.listen(engine, "connect", _server_unsynced)
+        return engine
 
     # --- audit log -------------------------------------------------------------------
 
     def write_audit(
         self, rows: Sequence[dict[str, Any]], *, conn: Connection | None = None
     ) -> None:
-        """Append audit rows, committed before returning."""
+        """Append audit rows, or complete ``received`` ones, committed before returning.
+
+        A row that carries the ``id`` of a row written by :meth:`open_audit` completes
+        that row in place: its values other than ``time`` (when the request arrived)
+        replace the stored ones, except where they are None. Other rows are appended.
+        """
         if not rows:
             return
-        clean = [fit(audit, {k: r.get(k) for k in AUDIT_COLUMNS if k != "id"}) for r in rows]
         if conn is not None:
-            conn.execute(audit.insert(), clean)
+            self._write_audit(rows, conn)
             return
         with self.begin() as c:
-            c.execute(audit.insert(), clean)
+            self._write_audit(rows, c)
+
+    def _write_audit(self, rows: Sequence[dict[str, Any]], conn: Connection) -> None:
+        appended = []
+        for r in rows:
+            if r.get("id") is not None:
+                values = {
+                    k: v
+                    for k, v in r.items()
+                    if k in AUDIT_COLUMNS and k not in ("id", "time") and v is not None
+                }
+                done = conn.execute(
+                    audit.update().where(audit.c.id == r["id"]).values(**fit(audit, values))
+                )
+                if done.rowcount == 1:
+                    continue
+            appended.append(fit(audit, {k: r.get(k) for k in AUDIT_COLUMNS if k != "id"}))
+        if appended:
+            conn.execute(audit.insert(), appended)
+
+    def open_audit(self, row: dict[str, Any]) -> int:
+        """Write the ``received`` audit row of a request before its work starts; its id.
+
+        The commit does not wait for the disk (SQLite ``synchronous=NORMAL``, PostgreSQL
+        ``synchronous_commit=off``, on connections kept for this): the row survives the
+        server process being killed, and the commit that completes it (through
+        :meth:`write_audit`, fully synchronous) makes both durable. A power cut before
+        then may lose it, together with a request that was never answered.
+        """
+        values = fit(audit, {k: row.get(k) for k in AUDIT_COLUMNS if k != "id"})
+        values["outcome"] = RECEIVED
+        try:
+            with self._unsynced.begin() as conn:
+                result = conn.execute(audit.insert(), values)
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"the store failed: {_reason(exc)}") from None
+        return int(result.inserted_primary_key[0])
+
+    def in_flight_workers(self) -> list[str]:
+        """The workers (``host:pid``) that have audit rows still ``received``."""
+        q = sa.select(audit.c.worker).where(_in_flight()).distinct()
+        with self.begin() as conn:
+            return [w for (w,) in conn.execute(q) if w is not None]
+
+    def end_in_flight(self, worker: str, outcome: str) -> int:
+        """Give ``worker``'s audit rows still ``received`` the ``outcome``; how many there were.
+
+        For a worker process that ended without answering them (killed, timed out).
+        """
+        with self.begin() as conn:
+            return conn.execute(
+                audit.update().where(audit.c.worker == worker, _in_flight()).values(outcome=outcome)
+            ).rowcount
 
     def audit_rows(
         self,
@@ -365,6 +473,15 @@ class Store:
         with self.begin() as conn:
             conn.execute(analyses.insert().values(**fit(analyses, row)))
             self.write_audit([audit_row], conn=conn)
+
+    def find_analysis(self, key_id: str, idempotency_key: str) -> dict[str, Any] | None:
+        """The analysis ``key_id`` asked for with ``idempotency_key``, or None."""
+        q = sa.select(analyses).where(
+            analyses.c.key_id == key_id, analyses.c.idempotency_key == idempotency_key
+        )
+        with self.begin() as conn:
+            row = conn.execute(q).first()
+        return dict(row._mapping) if row else None
 
     def get_analysis(self, analysis_id: str) -> dict[str, Any] | None:
         """One stored analysis row, or None."""
@@ -795,6 +912,12 @@ class Store:
             rows = [dict(r._mapping) for r in conn.execute(q)]
             total = int(conn.execute(count).scalar() or 0)
         return rows, total
+
+
+def _in_flight() -> sa.ColumnElement[bool]:
+    # A literal, not a bound parameter, so that both databases see the condition of the
+    # partial index ix_audit_in_flight and use it.
+    return audit.c.outcome == sa.literal_column(f"'{RECEIVED}'")
 
 
 def _reason(exc: Exception) -> str:
