@@ -114,6 +114,37 @@ def baseline_s(data: bytes, detector: Any) -> tuple[float, int]:
     return statistics.median(times), len(times)
 
 
+def cpu_s(data: bytes, detector: Any, repeats: int = 20) -> float:
+    """Least CPU time of ``analyze`` on ``data`` in this process (one thread)."""
+    from threadpoolctl import threadpool_limits
+
+    from voicecheck.scoring import analyze
+
+    best = float("inf")
+    with threadpool_limits(limits=1):
+        for _ in range(repeats):
+            t0 = time.process_time()
+            analyze(data, detector)
+            best = min(best, time.process_time() - t0)
+    return best
+
+
+def workers_cpu_s(master_pid: int) -> float:
+    """CPU seconds used so far by the gunicorn master's worker processes (from /proc)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master_pid:  # fields[1] is the parent pid
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return total
+
+
 def free_port() -> int:
     """A TCP port free on the loopback interface."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -508,8 +539,10 @@ def main() -> None:
 
         detector = load_model(None)
         baseline: dict[int, tuple[float, int]] = {}
+        scoring_cpu: dict[int, float] = {}
         for d, path in files.items():
             baseline[d] = baseline_s(path.read_bytes(), detector)
+            scoring_cpu[d] = cpu_s(path.read_bytes(), detector)
             print(
                 f"in-process analyze, {d:>2} s call: median {baseline[d][0] * 1000:.0f} ms "
                 f"over {baseline[d][1]} runs",
@@ -543,8 +576,17 @@ def main() -> None:
                     f"wrk: {d} s call, {args.connections} connections, {args.duration} s ...",
                     flush=True,
                 )
+                cpu_before = workers_cpu_s(proc.pid)
                 figures = run_wrk(
                     url, script, duration_s=args.duration, connections=args.connections
+                )
+                served = figures["requests"] or 1
+                figures["server_cpu_ms_per_request"] = round(
+                    (workers_cpu_s(proc.pid) - cpu_before) * 1000 / served, 2
+                )
+                figures["scoring_cpu_ms"] = round(scoring_cpu[d] * 1000, 2)
+                figures["server_cpu_over_scoring_cpu"] = round(
+                    figures["server_cpu_ms_per_request"] / figures["scoring_cpu_ms"], 2
                 )
                 median_s, repeats = baseline[d]
                 ideal_rps = args.workers / median_s
@@ -588,6 +630,11 @@ def main() -> None:
             f"{r['baseline_median_ms']:>10.0f}  {_fmt(r['server_scoring_median_ms'], '12.0f')}  "
             f"{_fmt(r['p50_over_baseline'], '11.2f')}  "
             f"{r['rps_over_ideal']:>9.2f}"
+        )
+        print(
+            f"       server CPU {r['server_cpu_ms_per_request']:.1f} ms per request = "
+            f"{r['server_cpu_over_scoring_cpu']:.2f}x the CPU of scoring in-process "
+            f"({r['scoring_cpu_ms']:.1f} ms)"
         )
     print(
         f"\n{args.workers} workers, {args.connections} connections, {args.duration} s per file, "

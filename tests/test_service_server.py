@@ -370,7 +370,7 @@ def finished_job(server: Server, partner: str, g711_call: bytes, amr_call: bytes
         status = None
         while time.monotonic() < deadline:
             status = server.get(submitted.headers["Location"], partner).json()["callback_status"]
-            if status:
+            if status and status != "delivering":  # claimed, then delivered or given up
                 break
             time.sleep(POLL_S)
         callbacks = receiver.wait(len(callbacks), timeout_s=0.0)

@@ -39,7 +39,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .constants import MAX_DURATION_S
-from .errors import ModelError, VoiceCheckError
+from .errors import (
+    BatchInputError,
+    BatchOutputError,
+    ClusterError,
+    ModelError,
+    VoiceCheckError,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client
@@ -113,30 +119,6 @@ calls scored 1.5 to 1.9 times slower with it."""
 _PART = re.compile(r"^part-(\d+)\.parquet$")
 _PART_TMP = re.compile(r"^\.part-\d+\.parquet\.[0-9]+\.tmp$")
 _SUFFIX_FORMAT = {".csv": "csv", ".parquet": "parquet"}
-
-
-class BatchOutputError(VoiceCheckError):
-    """The batch output cannot be resumed, or cannot be written."""
-
-    status = 409
-    code = "batch_output_mismatch"
-    title = "Batch output mismatch"
-
-
-class BatchInputError(VoiceCheckError):
-    """The batch input is neither a folder nor a readable list of paths."""
-
-    status = 400
-    code = "invalid_batch_input"
-    title = "Invalid batch input"
-
-
-class ClusterError(VoiceCheckError):
-    """The Dask cluster cannot be reached or cannot run voicecheck."""
-
-    status = 503
-    code = "cluster_unavailable"
-    title = "Cluster unavailable"
 
 
 # --------------------------------------------------------------------------- inputs

@@ -49,6 +49,31 @@ def _load_detector(model: str | None):
         _fail(str(exc))
 
 
+_model_option = click.option(
+    "--model",
+    envvar="VOICECHECK_MODEL",
+    type=click.Path(path_type=str),
+    help="A .skops model file (default: the model shipped with voicecheck).",
+)
+_max_duration_option = click.option(
+    "--max-duration",
+    type=click.FloatRange(min=1),
+    default=MAX_DURATION_S,
+    show_default=True,
+    envvar="VOICECHECK_MAX_DURATION_S",
+    help="Longest recording accepted, in seconds.",
+)
+_jobs_option = click.option(
+    "--jobs", default=-1, show_default=True, type=int, help="Worker processes."
+)
+_feature_scheduler_option = click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="Compute features on the Dask cluster of this scheduler (tcp://host:port; --jobs "
+    "is then ignored); its workers need voicecheck and must see the clips at these paths.",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="voicecheck")
 def main() -> None:
@@ -101,20 +126,8 @@ def _row(path: str, result: dict[str, Any] | None, error: VoiceCheckError | None
     help="Write results here instead of standard output.",
 )
 @click.option("--segments", is_flag=True, help="Include the score of every 3 s window.")
-@click.option(
-    "--model",
-    envvar="VOICECHECK_MODEL",
-    type=click.Path(path_type=str),
-    help="A .skops model file (default: the model shipped with voicecheck).",
-)
-@click.option(
-    "--max-duration",
-    type=click.FloatRange(min=1),
-    default=MAX_DURATION_S,
-    show_default=True,
-    envvar="VOICECHECK_MAX_DURATION_S",
-    help="Longest recording accepted, in seconds.",
-)
+@_model_option
+@_max_duration_option
 def score(
     files: tuple[str, ...],
     input_list: str | None,
@@ -301,20 +314,8 @@ def _batch_progress(every_s: float):
     metavar="GLOB",
     help="Only files whose name matches, e.g. '*.wav' (repeatable; a folder INPUT only).",
 )
-@click.option(
-    "--model",
-    envvar="VOICECHECK_MODEL",
-    type=click.Path(path_type=str),
-    help="A .skops model file (default: the model shipped with voicecheck).",
-)
-@click.option(
-    "--max-duration",
-    type=click.FloatRange(min=1),
-    default=MAX_DURATION_S,
-    show_default=True,
-    envvar="VOICECHECK_MAX_DURATION_S",
-    help="Longest recording accepted, in seconds.",
-)
+@_model_option
+@_max_duration_option
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
@@ -546,13 +547,8 @@ def _feature_engine(jobs: int, scheduler: str | None):
     type=click.IntRange(min=2),
     help="Grouped cross-validation folds.",
 )
-@click.option("--jobs", default=-1, show_default=True, type=int, help="Worker processes.")
-@click.option(
-    "--scheduler",
-    metavar="ADDRESS",
-    help="Compute features on the Dask cluster of this scheduler (tcp://host:port; --jobs "
-    "is then ignored); its workers need voicecheck and must see the clips at these paths.",
-)
+@_jobs_option
+@_feature_scheduler_option
 def train(
     manifest: str,
     datasets: tuple[str, ...],
@@ -630,13 +626,8 @@ def train(
     help="Folder for the report (Markdown, HTML, plots, metrics.json, scores.csv).",
 )
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--jobs", default=-1, show_default=True, type=int, help="Worker processes.")
-@click.option(
-    "--scheduler",
-    metavar="ADDRESS",
-    help="Compute features on the Dask cluster of this scheduler (tcp://host:port; --jobs "
-    "is then ignored); its workers need voicecheck and must see the clips at these paths.",
-)
+@_jobs_option
+@_feature_scheduler_option
 def evaluate(
     model: str | None,
     manifest: str,

@@ -122,3 +122,27 @@ class ManifestError(VoiceCheckError):
     status = 400
     code = "invalid_manifest"
     title = "Invalid data manifest"
+
+
+class BatchOutputError(VoiceCheckError):
+    """The batch output cannot be resumed, or cannot be written."""
+
+    status = 409
+    code = "batch_output_mismatch"
+    title = "Batch output mismatch"
+
+
+class BatchInputError(VoiceCheckError):
+    """The batch input is neither a folder nor a readable list of paths."""
+
+    status = 400
+    code = "invalid_batch_input"
+    title = "Invalid batch input"
+
+
+class ClusterError(VoiceCheckError):
+    """The Dask cluster cannot be reached or cannot run voicecheck."""
+
+    status = 503
+    code = "cluster_unavailable"
+    title = "Cluster unavailable"
