@@ -194,6 +194,9 @@ NOT_HTTP_CODES = {
     "invalid_channel",
     "invalid_manifest",
     "bad_account",
+    "batch_output_mismatch",
+    "invalid_batch_input",
+    "cluster_unavailable",
 }
 # Codes the web console answers to people (pages) and to its own upload script, not the API.
 CONSOLE_CODES = {"signed_out", "csrf_failed", "sign_in_failed"}
