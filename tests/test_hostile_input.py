@@ -521,7 +521,7 @@ CASES: dict[str, Case] = {
     "20 s float wav with a NaN at 5 s": Case(
         lambda m: wav(np.where(np.arange(LONG.size) == 40_000, np.nan, LONG), subtype="FLOAT"),
         errors.InvalidSamplesError,
-        r"in its first 8.00 s",  # refused at the second 4 s block, not after decoding all
+        r"in its first 16.38 s",  # refused at the first block (2**17 frames), not after all
     ),
     # not audio
     "random bytes after RIFF": Case(
