@@ -216,6 +216,10 @@ def iso(t: float | None) -> str | None:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+_AUDIT_BY_ID = audit.update().where(audit.c.id == sa.bindparam("_audit_id"))
+"""Completes an audit row; the columns set are the parameters' other keys."""
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -389,9 +393,8 @@ class Store:
                     for k, v in r.items()
                     if k in AUDIT_COLUMNS and k not in ("id", "time") and v is not None
                 }
-                done = conn.execute(
-                    audit.update().where(audit.c.id == r["id"]).values(**fit(audit, values))
-                )
+                # Parameters rather than .values(): one cached statement per set of columns.
+                done = conn.execute(_AUDIT_BY_ID, {**fit(audit, values), "_audit_id": r["id"]})
                 if done.rowcount == 1:
                     continue
             appended.append(fit(audit, {k: r.get(k) for k in AUDIT_COLUMNS if k != "id"}))
@@ -471,7 +474,7 @@ class Store:
     def save_analysis(self, row: dict[str, Any], audit_row: dict[str, Any]) -> None:
         """Store one analysis and its audit row in one transaction."""
         with self.begin() as conn:
-            conn.execute(analyses.insert().values(**fit(analyses, row)))
+            conn.execute(analyses.insert(), fit(analyses, row))
             self.write_audit([audit_row], conn=conn)
 
     def find_analysis(self, key_id: str, idempotency_key: str) -> dict[str, Any] | None:
