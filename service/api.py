@@ -19,7 +19,7 @@ from voicecheck.errors import AudioTooLongError, UnsupportedFormatError, VoiceCh
 from voicecheck.scoring import analyze
 
 from . import Service, service
-from .audit import open_request, request_row, written
+from .audit import open_request, record, request_row, written
 from .auth import ForbiddenError, check_key, check_rate
 from .problems import SUPPORTED_TYPES, NotFoundError, RequestError, TooLargeError
 from .store import StoreError, iso, new_id
@@ -320,8 +320,7 @@ def analyze_and_store(
     )
     audit_row = request_row(**fields)
     if error is not None:
-        svc.store.write_audit([audit_row])
-        written(audit_row)
+        record(svc, audit_row)
         return None, error
     assert row is not None
     row["idempotency_key"] = idempotency_key
@@ -344,8 +343,7 @@ def _replayed(svc: Service, earlier: dict[str, Any], upload: Upload) -> Response
         model_id=svc.detector.model_id,
         analysis_id=earlier["id"],
     )
-    svc.store.write_audit([row])
-    written(row)
+    record(svc, row)
     return jsonify(analysis_body(earlier))
 
 

@@ -92,6 +92,12 @@ def written(row: dict[str, Any]) -> None:
         g.audit_id = None
 
 
+def record(svc: Service, row: dict[str, Any]) -> None:
+    """Store ``row`` (committed before returning) and note it as written."""
+    svc.store.write_audit([row])
+    written(row)
+
+
 def audit_refusal(svc: Service, response: Response) -> Response:
     """Write the audit row of a refused request, or complete the request's ``received`` row.
 
@@ -109,11 +115,10 @@ def audit_refusal(svc: Service, response: Response) -> Response:
         model_id=svc.detector.model_id,
     )
     try:
-        svc.store.write_audit([row])
+        record(svc, row)
     except StoreError as exc:
         g.error_code = exc.code
         return error_response(exc)
-    written(row)
     return response
 
 

@@ -56,7 +56,7 @@ from .accounts import (
     start_session,
 )
 from .api import Part, Upload, analyze_and_store, clean_filename, read_upload, retain
-from .audit import request_row
+from .audit import record, request_row
 from .evidence import evidence_pdf, timeline_png, verdict_label
 from .problems import RequestError
 from .store import StoreError, iso
@@ -289,8 +289,7 @@ def sign_out() -> Response:
 
 
 def _audit_console(outcome: str, *, status: int, **values: Any) -> None:
-    row = request_row(status=status, outcome=outcome, **values)
-    service().store.write_audit([row])
+    record(service(), request_row(status=status, outcome=outcome, **values))
 
 
 # --- upload -----------------------------------------------------------------------------

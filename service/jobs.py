@@ -41,7 +41,7 @@ from .api import (
     too_large,
     visible,
 )
-from .audit import open_request, request_row, worker_name, written
+from .audit import open_request, record, request_row, worker_name, written
 from .callbacks import check_callback_url, deliver
 from .problems import ConflictError, RequestError
 from .store import StoreError, iso, new_id
@@ -180,8 +180,7 @@ def _duplicate(svc: Service, earlier: dict[str, Any]) -> tuple[Response, int, di
     row = request_row(
         status=200, outcome="duplicate", job_id=earlier["id"], model_id=svc.detector.model_id
     )
-    svc.store.write_audit([row])
-    written(row)
+    record(svc, row)
     return _job_answer(svc, earlier, 200)
 
 

@@ -81,13 +81,12 @@ def main() -> None:
 
 
 def _read_list(path: str) -> list[str]:
-    stream = sys.stdin if path == "-" else None
+    from .batch import read_list
+
     try:
-        text = stream.read() if stream else Path(path).read_text(encoding="utf-8")
+        return list(read_list(path))
     except OSError as exc:
         raise click.BadParameter(f"cannot read {path}: {exc.strerror}") from None
-    lines = (line.strip() for line in text.splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
 
 
 def _row(path: str, result: dict[str, Any] | None, error: VoiceCheckError | None) -> dict:
