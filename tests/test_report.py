@@ -149,7 +149,7 @@ def test_structure_follows_protocols_and_conditions(table, evaluated):
     assert loso["description"] == PROTOCOL_TEXT[LOSO]
     assert loso["folds"] == ["callhome", "libri", "noisyreal", "vctk"]
     c = loso["conditions"]["clean_16k"]
-    assert set(c) == {"pooled", "per_generator", "per_source", "per_fold"}
+    assert set(c) == {"pooled", "per_generator", "per_family", "per_source", "per_fold"}
     assert set(c["per_generator"]) == {"xtts", "bark", "weakgen", "single"}
     assert set(c["per_source"]) == {"vctk", "libri", "callhome", "noisyreal"}
     for block in [c["pooled"], *c["per_generator"].values(), *c["per_source"].values()]:
@@ -245,7 +245,7 @@ def test_csv_round_trips(table, tmp_path):
         assert back.to_records() == t.to_records()
         assert back.score.dtype == np.float64 and back.label.dtype == np.int64
     assert path.read_text(encoding="utf-8").splitlines()[0] == (
-        "score,label,generator,source,condition,protocol,fold,path"
+        "score,label,generator,source,condition,protocol,fold,path,family"
     )
 
 

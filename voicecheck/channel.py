@@ -546,6 +546,7 @@ CHANNELS: Mapping[str, ChannelSpec] = MappingProxyType({spec.name: spec for spec
 ChainStep = str | tuple[str, Mapping[str, object]]
 
 PHONE_CONDITIONS: dict[str, list[ChainStep]] = {
+    "clean_8k": [("clean", {"sr_out": NARROWBAND_SR_HZ})],
     "clean_16k": [("clean", {"sr_out": WIDEBAND_SR_HZ})],
     "g711": ["g711_ulaw"],
     "amr_nb": ["amr_nb_7k95"],

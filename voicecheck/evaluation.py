@@ -12,6 +12,19 @@ manifest and score only what that model never saw:
     a model trained without any clip of that family. Real clips are scored by
     the leave-one-source-out models (a real voice's source is its only group).
 
+The headline protocols hold out whole groups in ``K`` grouped folds, so that one run
+fits in about half an hour on two cores however many sites the manifest declares:
+
+``leave-one-site-out`` (``loro``)
+    The sites (the manifest's ``group_by`` field) are dealt into ``K`` folds, every site
+    in exactly one; each fold's real and cloned clips are scored by a model trained on the
+    other folds' sites. Datasets marked ``scored: false`` (the package corpus) train every
+    fold's model but are never scored.
+``leave-one-family-out`` (``lofo``)
+    The generator families of the scored cloned clips are dealt into ``K`` folds; a cloned
+    clip is scored by a model trained without any clip of its family, from any site. Real
+    clips are scored by the leave-one-site-out models.
+
 A third protocol, ``shipped-model``, scores the manifest with a given model.
 Training always uses the random phone-channel mix of :mod:`voicecheck.training`;
 scoring passes real and cloned clips through the same named condition.
@@ -19,7 +32,6 @@ scoring passes real and cloned clips through the same named condition.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +40,7 @@ import numpy as np
 
 from . import channel as phone
 from .errors import ChannelError, VoiceCheckError
-from .manifest import Clip, load_manifest
+from .manifest import Clip, generator_family, load_manifest
 from .model import build_pipeline, load_model
 from .training import (
     Table,
@@ -39,26 +51,25 @@ from .training import (
     training_chains,
 )
 
-CONDITIONS = ("clean_16k", "g711", "amr_nb", "opus", "mp3")
-PROTOCOLS = ("leave-one-source-out", "leave-one-generator-out", "shipped-model")
+CONDITIONS = ("clean_8k", "g711", "amr_nb", "opus", "mp3")
+PROTOCOLS = (
+    "leave-one-source-out",
+    "leave-one-generator-out",
+    "shipped-model",
+    "leave-one-site-out",
+    "leave-one-family-out",
+)
 PROTOCOL_ALIASES = {
     "loso": "leave-one-source-out",
     "logo": "leave-one-generator-out",
     "shipped": "shipped-model",
+    "loro": "leave-one-site-out",
+    "lofo": "leave-one-family-out",
 }
+DEFAULT_FOLDS = 10
+"""Grouped folds of the leave-one-site-out and leave-one-family-out protocols."""
 
 Progress = Callable[[int, int], None] | None
-
-
-def generator_family(name: str) -> str:
-    """Group a generator's variants and spellings.
-
-    A parenthesised variant is dropped and the rest compared without case, spaces or
-    punctuation: ``"StyleTTS 2 (ablation noSD)"`` -> ``"styletts2"``, and the corpus's
-    ``hifigan`` copies fall in one family with a data set's ``HiFi-GAN``.
-    """
-    base = re.sub(r"\s*\(.*\)\s*$", "", name).strip() or name
-    return re.sub(r"[^a-z0-9+]", "", base.lower()) or base
 
 
 def check_conditions(conditions: Sequence[str]) -> list[str]:
@@ -121,6 +132,7 @@ def _score_rows(
                 "score": score,
                 "label": int(c["label"] == "spoof"),
                 "generator": c["generator"],
+                "family": c.get("family", ""),
                 "source": c["source"],
                 "condition": condition,
                 "protocol": protocol,
@@ -158,14 +170,32 @@ def _fold_rows(
     return rows
 
 
+def site_folds(groups: Sequence[str], k: int) -> list[list[str]]:
+    """Deal ``groups`` into at most ``k`` folds, every group in exactly one.
+
+    Groups are taken in sorted order and dealt round-robin, so the folds are the same
+    for the same groups on every machine and no fold is more than one group larger
+    than another.
+
+    Examples
+    --------
+    >>> site_folds(["d", "a", "c", "b", "e"], 2)
+    [['a', 'c', 'e'], ['b', 'd']]
+    """
+    names = sorted(set(groups))
+    k = max(1, min(k, len(names)))
+    return [names[i::k] for i in range(k)]
+
+
 def cross_validated_scores(
     clips: Sequence[Clip],
     *,
     protocols: Sequence[str],
     conditions: Sequence[str],
     seed: int = 0,
-    copies: int = 2,
+    copies: int = 4,
     n_jobs: int = -1,
+    folds: int = DEFAULT_FOLDS,
     hgb: dict[str, Any] | None = None,
     progress: Progress = None,
 ) -> list[dict[str, Any]]:
@@ -174,18 +204,70 @@ def cross_validated_scores(
     Returns
     -------
     list of dict
-        One row per (protocol, condition, clip): ``score, label, generator,
+        One row per (protocol, condition, clip): ``score, label, generator, family,
         source, condition, protocol, fold, path``.
     """
     train = build_table(
         clips, chains=training_chains, copies=copies, seed=seed, n_jobs=n_jobs, progress=progress
     )
     train = subset(train, balanced_rows(train, seed=seed))
-    evals = condition_tables(clips, conditions, seed=seed + 1, n_jobs=n_jobs, progress=progress)
+    scored = [c for c in clips if c.scored]
+    evals = condition_tables(scored, conditions, seed=seed + 1, n_jobs=n_jobs, progress=progress)
     hgb = booster_params(train.X.shape[0], hgb)
+    rows: list[dict[str, Any]] = []
+    loso, logo, _, loro, lofo = PROTOCOLS
+    if loso in protocols or logo in protocols:
+        rows += _loso_logo(train, evals, protocols=protocols, hgb=hgb, seed=seed)
+    if loro in protocols or lofo in protocols:
+        site_rows: list[dict[str, Any]] = []
+        for k, fold in enumerate(site_folds([c.group for c in scored], folds)):
+            held = set(fold)
+            site_rows += _fold_rows(
+                train,
+                evals,
+                protocol=loro,
+                train_exclude=lambda c, held=held: c["group"] in held,
+                score_clip=lambda c, held=held: c["group"] in held,
+                fold=f"sites-{k + 1}",
+                hgb=hgb,
+                seed=seed,
+            )
+        if loro in protocols:
+            rows += site_rows
+        if lofo in protocols:
+            rows += [{**r, "protocol": lofo} for r in site_rows if r["label"] == 0]
+            families = [c.family for c in scored if c.label == "spoof"]
+            for k, fold in enumerate(site_folds(families, folds)):
+                held = set(fold)
+
+                def in_fold(c: dict[str, Any], held: set[str] = held) -> bool:
+                    return c["label"] == "spoof" and c["family"] in held
+
+                rows += _fold_rows(
+                    train,
+                    evals,
+                    protocol=lofo,
+                    train_exclude=in_fold,
+                    score_clip=in_fold,
+                    fold=f"families-{k + 1}",
+                    hgb=hgb,
+                    seed=seed,
+                )
+    return rows
+
+
+def _loso_logo(
+    train: Table,
+    evals: dict[str, Table],
+    *,
+    protocols: Sequence[str],
+    hgb: dict[str, Any],
+    seed: int,
+) -> list[dict[str, Any]]:
+    """One model per held-out source (and per held-out generator family)."""
+    loso, logo = PROTOCOLS[0], PROTOCOLS[1]
     groups = sorted({c["group"] for c in train.clips})
     rows: list[dict[str, Any]] = []
-    loso, logo = PROTOCOLS[0], PROTOCOLS[1]
     real_rows: list[dict[str, Any]] = []
     for g in groups:
         fold_rows = _fold_rows(
@@ -259,7 +341,9 @@ def resolve_protocols(names: Sequence[str]) -> list[str]:
     for n in names:
         full = PROTOCOL_ALIASES.get(n, n)
         if full not in PROTOCOLS:
-            raise VoiceCheckError(f"unknown protocol '{n}'; expected one of: loso, logo, shipped")
+            raise VoiceCheckError(
+                f"unknown protocol '{n}'; expected one of: loro, lofo, loso, logo, shipped"
+            )
         out.append(full)
     return out
 
@@ -273,6 +357,7 @@ def run(
     model_path: str | Path | None = None,
     seed: int = 0,
     n_jobs: int = -1,
+    folds: int = DEFAULT_FOLDS,
     progress: Progress = None,
 ) -> list[dict[str, Any]]:
     """Score the manifest's clips under the named protocols and conditions."""
@@ -288,6 +373,7 @@ def run(
             conditions=conditions,
             seed=seed,
             n_jobs=n_jobs,
+            folds=folds,
             progress=progress,
         )
     if PROTOCOLS[2] in protocols:

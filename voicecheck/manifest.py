@@ -3,8 +3,8 @@
 Every dataset names its root folder (environment variables are substituted, e.g.
 ``${VOICECHECK_SHARED:-../shared}/data/devpool``; a relative root is relative to
 the manifest file), how to list its files (a CSV manifest or a glob rule), and
-for each field (label, generator, speaker, source, language, licence) either a
-constant or the CSV column that holds it. ``group_by`` names the field used to
+for each field (label, generator, speaker, source, language, licence, and optionally
+family) either a constant or the CSV column that holds it. ``group_by`` names the field used to
 split train from validation data: never the clip itself. A dataset derived from
 another (vocoded copies of its real clips, say) names it in ``group_with``: its groups
 are then that dataset's, so a copy is always on the same side of a split as its original.
@@ -26,6 +26,27 @@ from .errors import ManifestError
 
 LABELS = ("bonafide", "spoof")
 FIELDS = ("label", "generator", "speaker", "source", "language", "licence")
+GROUP_FIELDS = (*FIELDS, "family")
+"""Fields a dataset may split by (``group_by``)."""
+
+
+def generator_family(name: str) -> str:
+    """Group a generator's variants and spellings into one family.
+
+    A parenthesised variant is dropped and the rest compared without case, spaces or
+    punctuation: ``"StyleTTS 2 (ablation noSD)"`` -> ``"styletts2"``, and the corpus's
+    ``hifigan`` copies fall in one family with a data set's ``HiFi-GAN``. A dataset that
+    knows its families better declares a ``family`` column instead.
+
+    Examples
+    --------
+    >>> generator_family("StyleTTS 2 (ablation noSD)"), generator_family("HiFi-GAN")
+    ('styletts2', 'hifigan')
+    """
+    base = re.sub(r"\s*\(.*\)\s*$", "", name).strip() or name
+    return re.sub(r"[^a-z0-9+]", "", base.lower()) or base
+
+
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -42,6 +63,12 @@ class Clip:
     language: str
     licence: str
     group: str
+    family: str = ""
+    """Generator family (versions and variants of one model share it); ``bonafide`` for
+    real clips. From the dataset's ``family`` field, else derived from the generator."""
+    scored: bool = True
+    """False for a dataset that trains but is never scored in cross-validated evaluation
+    (``scored: false``, e.g. a corpus of classic engines that is not the threat)."""
 
     @property
     def y(self) -> int:
@@ -88,9 +115,23 @@ class Dataset:
                     f"dataset '{self.name}', row {i + 1}: label is '{values['label']}'; "
                     f"expected one of {', '.join(LABELS)}"
                 )
+            if values["label"] == "bonafide":
+                values["family"] = "bonafide"
+            elif "family" in self.spec:
+                values["family"] = self._field("family", row, i) or generator_family(
+                    values["generator"]
+                )
+            else:
+                values["family"] = generator_family(values["generator"])
             path = self.root / row["__path"]
             clips.append(
-                Clip(path=path, dataset=self.name, group=f"{prefix}:{values[group_by]}", **values)
+                Clip(
+                    path=path,
+                    dataset=self.name,
+                    group=f"{prefix}:{values[group_by]}",
+                    scored=bool(self.spec.get("scored", True)),
+                    **values,
+                )
             )
         return clips
 
@@ -217,10 +258,10 @@ def load_manifest(path: str | Path) -> Manifest:
                 f"{path}: dataset '{name}', field 'files' needs 'csv' (a file list) or 'glob'"
             )
         group_by = spec.get("group_by", "source")
-        if group_by not in FIELDS:
+        if group_by not in GROUP_FIELDS:
             raise ManifestError(
                 f"{path}: dataset '{name}', field 'group_by' is '{group_by}'; "
-                f"expected one of {', '.join(FIELDS)}"
+                f"expected one of {', '.join(GROUP_FIELDS)}"
             )
         if "group_with" in spec and spec["group_with"] not in {
             str(d.get("name")) for d in doc["datasets"] if isinstance(d, dict)

@@ -60,7 +60,9 @@ __all__ = [
     "write_report",
 ]
 
-COLUMNS = ("score", "label", "generator", "source", "condition", "protocol", "fold", "path")
+COLUMNS = (
+    "score", "label", "generator", "source", "condition", "protocol", "fold", "path", "family"
+)
 """The columns of a score table and of ``scores.csv``, in order."""
 
 TEXT_COLUMNS = COLUMNS[2:]
@@ -73,6 +75,16 @@ PROTOCOL_TEXT = {
     "leave-one-generator-out": (
         "Each fold held out one cloning generator: a cloned clip was scored by a model that "
         "never saw that generator's output in training."
+    ),
+    "leave-one-site-out": (
+        "The sites (demo pages, corpora, recording setups) were dealt into grouped folds, each "
+        "site in exactly one: a clip was scored by a model trained without any clip from its "
+        "own site, real or cloned. Data marked as training-only was never scored."
+    ),
+    "leave-one-family-out": (
+        "The generator families were dealt into grouped folds: a cloned clip was scored by a "
+        "model trained without any clip of its family from any site; real clips by the "
+        "leave-one-site-out models."
     ),
     "shipped-model": (
         "The shipped model scored every clip as it is, without retraining. Whether these clips "
@@ -139,10 +151,11 @@ class ScoreTable:
         Cloned-voice score; higher means more likely cloned. Finite.
     label : np.ndarray, shape (n,), int64
         1 for cloned (spoof), 0 for real (bona fide).
-    generator, source, condition, protocol, fold, path : np.ndarray, shape (n,), object
+    generator, source, condition, protocol, fold, path, family : np.ndarray, shape (n,), object
         Strings: the cloning generator (empty for real clips), the clip's source, the phone
         condition (``clean_16k``, ``g711``, ``amr_nb``...), the evaluation protocol
-        (``leave-one-source-out``...), the held-out group that scored it, the clip's path.
+        (``leave-one-source-out``...), the held-out group that scored it, the clip's path,
+        the generator's family (empty where unknown).
 
     Examples
     --------
@@ -159,6 +172,7 @@ class ScoreTable:
     protocol: np.ndarray
     fold: np.ndarray
     path: np.ndarray
+    family: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         score = np.asarray(self.score, dtype=np.float64).reshape(-1)
@@ -338,7 +352,8 @@ def evaluate_table(
     dict
         ``{"n_clips", "n_real", "n_cloned", "thresholds": {name: value}, "protocols":
         {protocol: {"description", "folds", "n_clips", "conditions": {condition: {"pooled",
-        "per_generator", "per_source", "per_fold"}}}}}``. Every metrics block has ``n_real``,
+        "per_generator", "per_family", "per_source", "per_fold"}}}}}`` (``per_family`` is
+        empty when the table names no family). Every metrics block has ``n_real``,
         ``n_cloned``, ``eer``, ``eer_threshold``, ``min_dcf``, ``roc_auc`` (rates 0-1; ``None``
         without both classes), ``mean_score_real``, ``mean_score_cloned`` and ``at_threshold``:
         ``{name: {"false_alarm_rate", "miss_rate"}}`` (``None`` where the class is absent).
@@ -365,13 +380,17 @@ def evaluate_table(
             c = p.select(p.condition == condition)
             s, y = c.score, c.label
             real = y == 0
-            per_generator = {}
+            per_generator, per_family = {}, {}
             for g in sorted(set(c.generator[y == 1].tolist())):
                 m = real | ((c.generator == g) & (y == 1))
                 per_generator[g] = _group_metrics(s[m], y[m], thr)
+            for f in sorted(set(c.family[y == 1].tolist()) - {""}):
+                m = real | ((c.family == f) & (y == 1))
+                per_family[f] = _group_metrics(s[m], y[m], thr)
             entry["conditions"][condition] = {
                 "pooled": _group_metrics(s, y, thr),
                 "per_generator": per_generator,
+                "per_family": per_family,
                 "per_source": _by_group(s, y, c.source, thr),
                 "per_fold": _by_group(s, y, c.fold, thr),
             }
@@ -834,6 +853,22 @@ def _blocks(
                 b.append(("table", header + _rate_columns(thr, ("miss_rate",)), rows))
             else:
                 b.append(("p", "No cloned clips."))
+            if c.get("per_family"):
+                b.append(
+                    (
+                        "p",
+                        "Per generator family, worst first (versions and variants of one model"
+                        f" together), against the same {c['pooled']['n_real']} real clips.",
+                    )
+                )
+                rows = [
+                    [f, str(m["n_cloned"]), _pct(m["eer"]), _num(m["min_dcf"])]
+                    + [_num(m["roc_auc"]), _score(m["mean_score_cloned"])]
+                    + _rate_cells(m, thr, ("miss_rate",))
+                    for f, m in _worst_first(c["per_family"])
+                ]
+                header = ["family", "cloned", "EER", "minDCF", "ROC AUC", "mean score"]
+                b.append(("table", header + _rate_columns(thr, ("miss_rate",)), rows))
             b.append(
                 (
                     "p",
