@@ -44,7 +44,7 @@ from werkzeug.exceptions import HTTPException
 from voicecheck import __version__
 from voicecheck.audio import load_audio
 from voicecheck.errors import VoiceCheckError
-from voicecheck.explain import meaning_text, percent, score_rates, verdict_text
+from voicecheck.explain import meaning_text, percent, promise_text, score_rates, verdict_text
 
 from . import Service, service
 from .accounts import (
@@ -322,6 +322,7 @@ def _analyse(svc: Service, upload: Upload) -> tuple[dict[str, Any] | None, Voice
         card = svc.detector.card
         metrics = card.get("metrics") or {}
         body["rates"] = score_rates(body["score"], card)
+        body["promise"] = promise_text(card)
         body["model_card"] = {
             "id": card.get("model_id"),
             "name": card.get("name"),
@@ -413,9 +414,12 @@ def build_case(row: dict[str, Any]) -> dict[str, Any]:
     result = json.loads(row["result"])
     user = svc.store.get_user(user_id=row["user_id"]) if row.get("user_id") else None
     texts = verdict_text(result["verdict"])
-    rates = result.get("rates")
-    if rates is None and result.get("model", {}).get("id") == svc.detector.model_id:
-        rates = score_rates(result["score"], svc.detector.card)
+    rates, promise = result.get("rates"), result.get("promise")
+    if result.get("model", {}).get("id") == svc.detector.model_id:
+        if rates is None:
+            rates = score_rates(result["score"], svc.detector.card)
+        if promise is None:
+            promise = promise_text(svc.detector.card)
     card = result.get("model_card") or {}
     return {
         "id": row["id"],
@@ -430,6 +434,7 @@ def build_case(row: dict[str, Any]) -> dict[str, Any]:
         "headline": texts["headline"],
         "advice": texts["advice"],
         "meaning": meaning_text(result["score"], rates),
+        "promise": promise,
         "rates": rates,
         "thresholds": result["thresholds"],
         "channels": result.get("channels", []),

@@ -843,7 +843,7 @@ def evidence_pdf(case: Mapping[str, Any], *, timeline: bytes | None = None) -> b
     ----------
     case : dict
         The analysis: ``id``, ``created_at``, ``analysed_by``, ``filename``, ``sha256``,
-        ``size_bytes``, ``verdict``, ``score``, ``headline``, ``advice``, ``meaning``,
+        ``size_bytes``, ``verdict``, ``score``, ``headline``, ``advice``, ``meaning``, ``promise``,
         ``thresholds``, ``channels`` (as for :func:`timeline_png`), ``cues`` (each
         ``title`` and ``text``), ``audio`` (``container``, ``codec``, ``sample_rate``,
         ``channels``, ``duration_s``, ``size_bytes``), ``model`` (``id``, ``version``,
@@ -934,6 +934,9 @@ def evidence_pdf(case: Mapping[str, Any], *, timeline: bytes | None = None) -> b
     if case.get("meaning"):
         pdf.ln(1)
         _paragraph(pdf, case["meaning"])
+    if case.get("promise"):
+        pdf.ln(1)
+        _paragraph(pdf, case["promise"])
 
     _heading(pdf, "What the score rests on")
     cues = [c for c in case.get("cues") or [] if c.get("title") or c.get("text")]

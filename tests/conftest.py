@@ -66,7 +66,16 @@ def small_model(tmp_path_factory):
     card = {
         "name": "test-small",
         "thresholds": {"cloned": 0.8, "human": 0.3, "eer": 0.5},
-        "metrics": {"protocol": "synthetic vectors, held-out third", "pooled": {"eer": 0.2}},
+        "metrics": {
+            "protocol": "synthetic vectors, held-out third",
+            "pooled": {"eer": 0.2},
+            "verdict_promise": {
+                "n_sites": 12,
+                "n_boot": 1000,
+                "real_called_cloned": {"rate": 0.008, "low": 0.0, "high": 0.021},
+                "cloned_called_human": {"rate": 0.047, "low": 0.02, "high": 0.081},
+            },
+        },
         "validation_scores": {
             "real": np.round(np.sort(held_out[y[400:] == 0]), 4).tolist(),
             "cloned": np.round(np.sort(held_out[y[400:] == 1]), 4).tolist(),

@@ -182,6 +182,7 @@ def case() -> dict:
         "meaning": (
             "In our tests, 62% of cloned voices and 4% of real voices scored 0.82 or higher."
         ),
+        "promise": "On recordings from 92 sites the model never saw, 1% of real voices.",
         "thresholds": THRESHOLDS,
         "channels": [channel(0, [0.8, 0.9, 0.85]), channel(1, [None, None, None])],
         "cues": [
@@ -247,6 +248,7 @@ def test_report_states_the_facts_of_the_case(report, case):
     assert case["notes"][0]["text"] in text
     assert case["model"]["id"] in text
     assert case["meaning"] in text
+    assert case["promise"] in text
     assert "Pitch and intonation" in text
     assert "2026-11-29 08:12:03 UTC" in text
     assert "Likely cloned" in text

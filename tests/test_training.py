@@ -35,7 +35,8 @@ def test_train_then_evaluate(tiny_manifest, tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "grouped validation: EER" in result.output
+    assert "leave-one-site-out validation (4 sites): EER" in result.output
+    assert "verdicts on unseen sites: real called likely_cloned" in result.output
     for name in ("model.skops", "model.card.json", "metrics.json", "config.json"):
         assert (out / name).exists()
     detector = load_model(out / "model.skops")

@@ -482,6 +482,15 @@ def info(model: str | None, as_json: bool) -> None:
         f"ROC AUC {pooled.get('roc_auc', float('nan')):.3f} "
         f"({pooled.get('n_real', 0)} real, {pooled.get('n_cloned', 0)} cloned clips)",
     ]
+    promise = card.get("metrics", {}).get("verdict_promise")
+    if promise:
+        fa, miss = promise["real_called_cloned"], promise["cloned_called_human"]
+        lines.append(
+            f"verdicts         on sites it never saw ({promise['n_sites']}): real voices called "
+            f"likely_cloned {fa['rate']:.1%} [{fa['low']:.1%}-{fa['high']:.1%}], cloned "
+            f"called likely_human {miss['rate']:.1%} [{miss['low']:.1%}-{miss['high']:.1%}]"
+            " (95% bootstrap over sites)"
+        )
     click.echo("\n".join(lines))
 
 
@@ -534,17 +543,17 @@ def _feature_engine(jobs: int, scheduler: str | None):
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option(
     "--copies",
-    default=2,
+    default=4,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Channel-augmented copies of every clip.",
+    help="Channel copies of every clip: G.711, AMR-NB, then random phone chains.",
 )
 @click.option(
     "--folds",
-    default=5,
+    default=10,
     show_default=True,
     type=click.IntRange(min=2),
-    help="Grouped cross-validation folds.",
+    help="Grouped leave-sites-out folds that give every clip its out-of-site score.",
 )
 @_jobs_option
 @_feature_scheduler_option
@@ -580,10 +589,16 @@ def train(
     except VoiceCheckError as exc:
         _fail(str(exc))
     p = metrics["pooled"]
+    promise = metrics["verdict_promise"]
+    fa, miss = promise["real_called_cloned"], promise["cloned_called_human"]
     click.echo(
         f"model written to {output}/model.skops\n"
-        f"grouped validation: EER {p['eer']:.1%}, minDCF {p['min_dcf']:.3f}, "
-        f"ROC AUC {p['roc_auc']:.3f} on {p['n_real']} real and {p['n_cloned']} cloned clips"
+        f"leave-one-site-out validation ({metrics['n_sites']} sites): EER {p['eer']:.1%}, "
+        f"minDCF {p['min_dcf']:.3f}, ROC AUC {p['roc_auc']:.3f} on {p['n_real']} real and "
+        f"{p['n_cloned']} cloned clips\n"
+        f"verdicts on unseen sites: real called likely_cloned {fa['rate']:.1%} "
+        f"[{fa['low']:.1%}, {fa['high']:.1%}], cloned called likely_human {miss['rate']:.1%} "
+        f"[{miss['low']:.1%}, {miss['high']:.1%}] (95% bootstrap over sites)"
     )
 
 
@@ -605,15 +620,23 @@ def train(
     "--protocol",
     "protocols",
     multiple=True,
-    type=click.Choice(["shipped", "loso", "logo"]),
-    help="shipped: score with --model; loso / logo: train one model per held-out source or "
-    "generator family and score what it never saw (repeatable; default shipped).",
+    type=click.Choice(["shipped", "loro", "lofo", "loso", "logo"]),
+    help="shipped: score with --model; loro / lofo: hold out sites / generator families in "
+    "--folds grouped folds and score what each fold's model never saw; loso / logo: one model "
+    "per held-out source / generator family (repeatable; default shipped).",
+)
+@click.option(
+    "--folds",
+    default=10,
+    show_default=True,
+    type=click.IntRange(2, 1000),
+    help="Grouped folds of the loro and lofo protocols (every site or family held out once).",
 )
 @click.option(
     "--condition",
     "conditions",
     multiple=True,
-    help="Phone channel both classes pass through (repeatable; default: clean_16k, g711, "
+    help="Phone channel both classes pass through (repeatable; default: clean_8k, g711, "
     "amr_nb, opus, mp3).",
 )
 @click.option(
@@ -633,6 +656,7 @@ def evaluate(
     datasets: tuple[str, ...],
     protocols: tuple[str, ...],
     conditions: tuple[str, ...],
+    folds: int,
     output: str,
     seed: int,
     jobs: int,
@@ -654,6 +678,7 @@ def evaluate(
                 model_path=model,
                 seed=seed,
                 n_jobs=-1 if scheduler else jobs,
+                folds=folds,
                 progress=_progress("Features"),
             )
     except VoiceCheckError as exc:

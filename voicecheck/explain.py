@@ -105,7 +105,7 @@ CUE_GROUPS: tuple[CueGroup, ...] = (
             "The pattern of overtones that a vocal cord's vibration produces, which voice"
             " generators reproduce imperfectly."
         ),
-        pattern=rf"cqcc_\d+{_STATS}",
+        pattern=rf"(?:cqcc|fine_spread|fine_peak)_\d+{_STATS}",
     ),
     CueGroup(
         key="spectral_shape",
@@ -114,7 +114,10 @@ CUE_GROUPS: tuple[CueGroup, ...] = (
             "Whether the sound is bright or dull, tonal or noisy, and how abruptly it"
             " changes from one instant to the next."
         ),
-        pattern=rf"(?:contrast_db_\d+|flatness|centroid_hz|bandwidth_hz|rolloff_hz|flux){_STATS}",
+        pattern=(
+            r"(?:contrast_db_\d+|subband_db_\d+|subband_d1_\d+|flatness|centroid_hz"
+            rf"|bandwidth_hz|rolloff_hz|flux){_STATS}"
+        ),
     ),
     CueGroup(
         key="pitch",
@@ -325,12 +328,15 @@ def score_rates(score: float, card: dict[str, Any]) -> dict[str, Any] | None:
     def at_or_above(values: np.ndarray) -> float:
         return float(values.size - np.searchsorted(values, score, side="left")) / values.size
 
-    return {
+    out = {
         "cloned_at_or_above": at_or_above(cloned),
         "real_at_or_above": at_or_above(real),
         "n_cloned": int(cloned.size),
         "n_real": int(real.size),
     }
+    if validation.get("protocol") == "leave-one-site-out":
+        out["unseen_sites"] = True
+    return out
 
 
 def percent(p: float) -> str:
@@ -374,6 +380,10 @@ def meaning_text(score: float, rates: dict[str, Any] | None) -> str:
     >>> print(meaning_text(0.71, rates))  # doctest: +NORMALIZE_WHITESPACE
     In our tests, 62% of 500 cloned voices and <1% of 1,000 real voices
     scored at least as high as this call (0.71).
+    >>> print(meaning_text(0.71, {**rates, "unseen_sites": True}))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    In our tests on recordings from sites the model never saw, 62% of 500 cloned voices
+    and <1% of 1,000 real voices scored at least as high as this call (0.71).
     >>> print(meaning_text(0.71, None))  # doctest: +NORMALIZE_WHITESPACE
     This model has no stored test results to compare the score 0.71 with;
     read it against the verdict thresholds only.
@@ -383,15 +393,56 @@ def meaning_text(score: float, rates: dict[str, Any] | None) -> str:
             f"This model has no stored test results to compare the score {score:.2f} with;"
             " read it against the verdict thresholds only."
         )
+    where = (
+        "in our tests on recordings from sites the model never saw"
+        if rates.get("unseen_sites")
+        else "in our tests"
+    )
     if rates["cloned_at_or_above"] == 0 and rates["real_at_or_above"] == 0:
         return (
             f"This call's score ({score:.2f}) is higher than that of all {rates['n_cloned']:,}"
-            f" cloned and {rates['n_real']:,} real voices in our tests."
+            f" cloned and {rates['n_real']:,} real voices {where}."
         )
     return (
-        f"In our tests, {percent(rates['cloned_at_or_above'])} of {rates['n_cloned']:,} cloned"
-        f" voices and {percent(rates['real_at_or_above'])} of {rates['n_real']:,} real voices"
-        f" scored at least as high as this call ({score:.2f})."
+        f"{where[0].upper()}{where[1:]}, {percent(rates['cloned_at_or_above'])} of"
+        f" {rates['n_cloned']:,} cloned voices and {percent(rates['real_at_or_above'])} of"
+        f" {rates['n_real']:,} real voices scored at least as high as this call ({score:.2f})."
+    )
+
+
+def promise_text(card: dict[str, Any]) -> str | None:
+    """Say how often the verdicts erred on sites the model never saw, from the card.
+
+    Parameters
+    ----------
+    card : dict
+        A model card; ``metrics.verdict_promise`` holds the out-of-site rates with their
+        bootstrap interval over sites (:func:`voicecheck.metrics.site_bootstrap`).
+
+    Returns
+    -------
+    str or None
+        None when the card has no such measurement (models made before it was kept).
+
+    Examples
+    --------
+    >>> card = {"metrics": {"verdict_promise": {"n_sites": 92,
+    ...     "real_called_cloned": {"rate": 0.0098, "low": 0.004, "high": 0.018},
+    ...     "cloned_called_human": {"rate": 0.049, "low": 0.03, "high": 0.07}}}}
+    >>> print(promise_text(card))  # doctest: +NORMALIZE_WHITESPACE
+    On recordings from 92 sites the model never saw, 1% of real voices were called
+    likely cloned (95% interval over sites <1%-2%) and 5% of cloned voices likely human
+    (3%-7%).
+    """
+    promise = (card.get("metrics") or {}).get("verdict_promise")
+    if not promise:
+        return None
+    fa, miss = promise["real_called_cloned"], promise["cloned_called_human"]
+    return (
+        f"On recordings from {promise['n_sites']} sites the model never saw,"
+        f" {percent(fa['rate'])} of real voices were called likely cloned (95% interval over"
+        f" sites {percent(fa['low'])}-{percent(fa['high'])}) and {percent(miss['rate'])} of"
+        f" cloned voices likely human ({percent(miss['low'])}-{percent(miss['high'])})."
     )
 
 

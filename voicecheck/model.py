@@ -94,7 +94,13 @@ def build_pipeline(*, random_state: int = 0, **params: Any) -> Pipeline:
     return Pipeline([("hgb", hgb)])
 
 
-def calibrate(fitted: Pipeline, X: np.ndarray, y: np.ndarray) -> CalibratedClassifierCV:
+def calibrate(
+    fitted: Pipeline,
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    sigmoid: _SigmoidCalibration | None = None,
+) -> CalibratedClassifierCV:
     """Calibrate a fitted pipeline on held-out data (Platt scaling).
 
     Parameters
@@ -105,6 +111,9 @@ def calibrate(fitted: Pipeline, X: np.ndarray, y: np.ndarray) -> CalibratedClass
         Held-out feature vectors.
     y : np.ndarray, shape (n_samples,)
         Labels, 1 for cloned and 0 for human.
+    sigmoid : _SigmoidCalibration or None
+        A Platt scaling already fitted on out-of-site log-odds of other models (the folds
+        of a leave-sites-out run); it is used as it is and ``X``, ``y`` may be empty.
 
     Returns
     -------
@@ -112,7 +121,14 @@ def calibrate(fitted: Pipeline, X: np.ndarray, y: np.ndarray) -> CalibratedClass
         Whose ``predict_proba(X)[:, 1]`` is the calibrated cloned-voice probability.
     """
     cal = CalibratedClassifierCV(FrozenEstimator(fitted), method="sigmoid")
-    return cal.fit(X, y)
+    if sigmoid is None:
+        return cal.fit(X, y)
+    # Fit the wrapper's bookkeeping on made-up points, then put the given scaling in.
+    n_features = fitted[-1].n_features_in_
+    cal.fit(np.zeros((10, n_features), np.float32), np.arange(10) % 2)
+    calibrator = cal.calibrated_classifiers_[0].calibrators[0]
+    calibrator.a_, calibrator.b_ = float(sigmoid.a_), float(sigmoid.b_)
+    return cal
 
 
 def feature_params() -> dict[str, Any]:
@@ -298,7 +314,11 @@ class FlatForest:
             "value": table["value"].astype(np.float64),
         }
         forest = cls(
-            nodes, starts, np.array(copy_of_tree), np.array(baselines), np.array(calibration),
+            nodes,
+            starts,
+            np.array(copy_of_tree),
+            np.array(baselines),
+            np.array(calibration),
             depth,
         )
         # The same answer as scikit-learn's, or no fast path at all.
