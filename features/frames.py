@@ -22,17 +22,25 @@ from voicecheck.constants import (
     ANALYSIS_SR_HZ,
     CONTRAST_BANDS,
     DELTA_WIDTH_FRAMES,
+    FINE_BANDS,
     FRAME_LENGTH,
     HOP_LENGTH,
     N_CQCC,
     N_LFCC,
     N_MFCC,
+    N_SUBBANDS,
 )
 
 from ._framing import as_mono_float32, frame_count
 from .cepstral import cqcc, deltas, lfcc, mfcc
 from .prosody import pitch
-from .spectral import power_spectrogram, spectral_shape, spectral_shape_names
+from .spectral import (
+    fine_structure,
+    power_spectrogram,
+    spectral_shape,
+    spectral_shape_names,
+    subband_energies,
+)
 from .temporal import log_energy, zero_crossing_rate
 
 FEATURE_CONTEXT_FRAMES = DELTA_WIDTH_FRAMES // 2
@@ -86,7 +94,8 @@ def frame_feature_names() -> tuple[str, ...]:
     Returns
     -------
     tuple of str
-        In order (``3 N_MFCC + 3 N_LFCC + N_CQCC + CONTRAST_BANDS + 10`` names, with the
+        In order (``3 N_MFCC + 3 N_LFCC + N_CQCC + CONTRAST_BANDS + 10 + 2 N_SUBBANDS +
+        2 FINE_BANDS`` names, with the
         numbers of :mod:`voicecheck.constants`):
 
         - ``mfcc_1`` .. ``mfcc_{N_MFCC}``: MFCC 1..N_MFCC (coefficient 0 dropped), then
@@ -98,14 +107,20 @@ def frame_feature_names() -> tuple[str, ...]:
           ``contrast_db_1`` .. ``contrast_db_{CONTRAST_BANDS + 1}`` (octave bands, dB),
           ``flux`` (0-sqrt 2);
         - ``zcr`` (crossings per sample pair), ``energy_db`` (dBFS);
-        - ``f0_hz`` (Hz, NaN when unvoiced), ``voicing`` (0-1).
+        - ``f0_hz`` (Hz, NaN when unvoiced), ``voicing`` (0-1);
+        - ``subband_db_k`` and their deltas ``subband_d1_k``: log energies of
+          ``N_SUBBANDS`` equal-width bands of 0-4 kHz (dB);
+        - ``fine_spread_k``, ``fine_peak_k``: the spectral fine structure (log spectrum
+          minus its cepstral envelope) in ``FINE_BANDS`` 1 kHz bands.
 
     Examples
     --------
     >>> from voicecheck.features import frame_feature_names
     >>> names = frame_feature_names()
-    >>> names[:2], names[-4:]
+    >>> names[:2], names[150:154]
     (('mfcc_1', 'mfcc_2'), ('zcr', 'energy_db', 'f0_hz', 'voicing'))
+    >>> names[-1]
+    'fine_peak_4'
     """
     names: list[str] = []
     for family, n in (("mfcc", N_MFCC), ("lfcc", N_LFCC)):
@@ -115,6 +130,10 @@ def frame_feature_names() -> tuple[str, ...]:
     names += _numbered("cqcc", N_CQCC)
     names += spectral_shape_names(n_bands=CONTRAST_BANDS)
     names += ("zcr", "energy_db", "f0_hz", "voicing")
+    names += _numbered("subband_db", N_SUBBANDS)
+    names += _numbered("subband_d1", N_SUBBANDS)
+    names += _numbered("fine_spread", FINE_BANDS)
+    names += _numbered("fine_peak", FINE_BANDS)
     return tuple(names)
 
 
@@ -122,7 +141,19 @@ def frame_feature_names() -> tuple[str, ...]:
 def _row_slices() -> dict[str, slice | int]:
     """Return where each feature block lives in the rows of :func:`frame_features`."""
     names = frame_feature_names()
-    blocks = ["mfcc", "mfcc_d1", "mfcc_d2", "lfcc", "lfcc_d1", "lfcc_d2", "cqcc"]
+    blocks = [
+        "mfcc",
+        "mfcc_d1",
+        "mfcc_d2",
+        "lfcc",
+        "lfcc_d1",
+        "lfcc_d2",
+        "cqcc",
+        "subband_db",
+        "subband_d1",
+        "fine_spread",
+        "fine_peak",
+    ]
     rows: dict[str, slice | int] = {}
     for block in blocks:
         members = [i for i, name in enumerate(names) if name.rsplit("_", 1)[0] == block]
@@ -190,6 +221,10 @@ def frame_features(y: np.ndarray, *, sr: float = ANALYSIS_SR_HZ) -> FrameFeature
         out[rows["mfcc"], first:stop] = mfcc(S=S, sr=sr)
         out[rows["lfcc"], first:stop] = lfcc(S=S, sr=sr)
         out[rows["cqcc"], first:stop] = cqcc(S=S, sr=sr)
+        out[rows["subband_db"], first:stop] = subband_energies(S=S)
+        out[rows["fine_spread"], first:stop], out[rows["fine_peak"], first:stop] = fine_structure(
+            S=S
+        )
         samples = y[first * HOP_LENGTH : end]
         out[rows["zcr"], first:stop] = zero_crossing_rate(samples)
         energy_db = out[rows["energy_db"], first:stop] = log_energy(samples)
@@ -201,6 +236,7 @@ def frame_features(y: np.ndarray, *, sr: float = ANALYSIS_SR_HZ) -> FrameFeature
     for family in ("mfcc", "lfcc"):
         out[rows[f"{family}_d1"]] = deltas(out[rows[family]], order=1)
         out[rows[f"{family}_d2"]] = deltas(out[rows[family]], order=2)
+    out[rows["subband_d1"]] = deltas(out[rows["subband_db"]], order=1)
     return FrameFeatures(values=out, names=names)
 
 

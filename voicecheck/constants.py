@@ -37,6 +37,12 @@ HOP_LENGTH = 80
 N_MELS = 32
 N_MFCC = 20
 N_LINEAR_FILTERS = 32
+N_SUBBANDS = 32
+"""Equal-width sub-bands of 0-4 kHz (125 Hz each) whose log energies are frame features."""
+FINE_BANDS = 4
+"""Bands (1 kHz each) in which the spectral fine structure is measured."""
+ENVELOPE_LIFTER = 24
+"""Cepstral coefficients kept for the spectral envelope; the rest is the fine structure."""
 N_LFCC = 20
 CQ_BINS_PER_OCTAVE = 12
 CQ_FMIN_HZ = 125.0
