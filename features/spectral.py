@@ -547,9 +547,11 @@ def subband_energies(*, S: np.ndarray, n_bands: int = N_SUBBANDS) -> np.ndarray:
     Returns
     -------
     np.ndarray, shape (n_bands, n_frames), float32
-        10 log10 of each band's mean power (dB re full scale, floored at -120 dB). Their
-        spread over time and their movement from frame to frame are summarised per
-        segment; a fixed channel response shifts a band's level but not its spread.
+        10 log10 of each band's mean power (dB re full scale, floored at -120 dB). The
+        analysis normalises the speech level before any feature, so in the model a band's
+        level is relative to the speech level; its spread over time and its movement from
+        frame to frame are summarised per segment too (a fixed channel response shifts a
+        band's level but not its spread).
 
     Examples
     --------
