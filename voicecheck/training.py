@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -430,7 +431,8 @@ def verdict_thresholds(scores: np.ndarray, labels: np.ndarray) -> dict[str, floa
     cloned_t = max(far_t, CLONED_MIN_SCORE)
     human_t = min(miss_t, HUMAN_MAX_SCORE, cloned_t)
     return {
-        "cloned": round(cloned_t + 5e-5, 4) if cloned_t == far_t else round(cloned_t, 4),
+        # Rounded up, so that the stored threshold never lets more false alarms through.
+        "cloned": math.ceil(cloned_t * 1e4) / 1e4,
         "human": round(human_t, 4),
         "false_alarm_1pct": round(far_t, 4),
         "miss_5pct": round(miss_t, 4),
@@ -486,11 +488,8 @@ def train(config: TrainConfig, *, progress: Callable[[int, int], None] | None = 
     sigmoid = _SigmoidCalibration().fit(logits[held], table.y[held])
     final = build_pipeline(random_state=config.seed, **hgb).fit(table.X, table.y)
     model = calibrate(final, table.X[:0], table.y[:0], sigmoid=sigmoid)
-    oof = np.full(logits.shape, np.nan)
-    oof[held] = sigmoid.predict(logits[held])
-    scored_clips = np.unique(table.clip_of_row[held])
     held_table = subset(table, held)
-    scores, labels = clip_scores(held_table, oof[held])
+    scores, labels = clip_scores(held_table, sigmoid.predict(logits[held]))
     sites = np.array([c["group"] for c in held_table.clips])
     thresholds = verdict_thresholds(scores, labels)
     pooled = summary(scores, labels)
@@ -519,7 +518,7 @@ def train(config: TrainConfig, *, progress: Callable[[int, int], None] | None = 
         "per_family": breakdown(held_table, scores, labels, "family"),
         "n_segments": int(table.X.shape[0]),
         "n_clips": len(table.clips),
-        "n_scored_clips": int(scored_clips.size),
+        "n_scored_clips": len(held_table.clips),
         "n_sites": len(set(sites.tolist())),
         "n_skipped": len(table.skipped),
         "boosting_iterations": hgb["max_iter"],
