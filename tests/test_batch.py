@@ -350,7 +350,7 @@ def test_a_worker_killed_mid_task_loses_no_file(cluster, client, many_calls, mod
 def test_build_table_on_the_cluster_equals_in_process(
     cluster, tiny_manifest, monkeypatch, tmp_path
 ):
-    from voicecheck.manifest import load_manifest
+    from voicecheck.research.manifest import load_manifest
     from voicecheck.training import build_table, training_chains
 
     clips = load_manifest(tiny_manifest).clips()[::6]

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from voicecheck import corpus
 from voicecheck.audio import load_audio
 from voicecheck.corpus import MANIFEST_COLUMNS, CorpusError, build, corpus_cli
-from voicecheck.manifest import load_manifest
+from voicecheck.research.manifest import load_manifest
 from voicecheck.texts import LANGUAGES, SENTENCES, pick_texts
 
 needs_espeak = pytest.mark.skipif(

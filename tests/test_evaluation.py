@@ -11,7 +11,7 @@ from voicecheck.evaluation import (
     generator_family,
     resolve_protocols,
 )
-from voicecheck.manifest import load_manifest
+from voicecheck.research.manifest import load_manifest
 
 
 @pytest.fixture(scope="module")

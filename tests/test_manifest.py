@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from voicecheck.errors import ManifestError
-from voicecheck.manifest import expand_vars, load_manifest
+from voicecheck.research.manifest import expand_vars, load_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -118,7 +118,7 @@ def test_training_needs_two_classes(tmp_path):
 
 
 def test_same_seed_same_features(tiny_manifest):
-    from voicecheck.manifest import load_manifest
+    from voicecheck.research.manifest import load_manifest
     from voicecheck.training import build_table, training_chains
 
     clips = load_manifest(tiny_manifest).clips()[:4]

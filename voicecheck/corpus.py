@@ -6,7 +6,7 @@ never committed):
 - ``<source>/<id>.flac``: mono 16-bit FLAC clips at the rate the recording or the
   engine has (nothing is resampled; training resamples),
 - ``manifest.csv``: one row per clip with the columns of :data:`MANIFEST_COLUMNS`,
-  readable by :mod:`voicecheck.manifest` with ``files: {csv: manifest.csv}``,
+  readable by :mod:`voicecheck.research.manifest` with ``files: {csv: manifest.csv}``,
 - ``build.json``: the seed, size, clips and minutes per source and label, the time
   taken, the package versions used and the sources skipped, with the reason.
 

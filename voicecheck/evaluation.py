@@ -40,8 +40,8 @@ import numpy as np
 
 from . import channel as phone
 from .errors import ChannelError, VoiceCheckError
-from .manifest import Clip, generator_family, load_manifest
 from .model import build_pipeline, load_model
+from .research.manifest import Clip, generator_family, load_manifest
 from .training import (
     Table,
     balanced_rows,

@@ -30,9 +30,9 @@ from .analysis import feature_names, segment_features
 from .audio import load_audio
 from .constants import ANALYSIS_SR_HZ, cache_root
 from .errors import VoiceCheckError
-from .manifest import Clip, load_manifest
 from .metrics import summary, threshold_at_false_alarm, threshold_at_miss
 from .model import build_pipeline, feature_params, save_model
+from .research.manifest import Clip, load_manifest
 
 FALSE_ALARM_TARGET = 0.01
 """The ``likely_cloned`` threshold allows at most this rate of false alarms on real voices."""

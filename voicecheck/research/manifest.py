@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ManifestError
+from ..errors import ManifestError
 
 LABELS = ("bonafide", "spoof")
 FIELDS = ("label", "generator", "speaker", "source", "language", "licence")
