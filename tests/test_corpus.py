@@ -15,7 +15,7 @@ from voicecheck import corpus
 from voicecheck.audio import load_audio
 from voicecheck.corpus import MANIFEST_COLUMNS, CorpusError, build, corpus_cli
 from voicecheck.research.manifest import load_manifest
-from voicecheck.texts import LANGUAGES, SENTENCES, pick_texts
+from voicecheck.research.texts import LANGUAGES, SENTENCES, pick_texts
 
 needs_espeak = pytest.mark.skipif(
     shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (make system-deps)"

