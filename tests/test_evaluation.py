@@ -47,7 +47,7 @@ def test_source_folds_hold_out_the_clip_source(cv_rows):
 
 
 def test_scores_separate_an_easy_corpus(cv_rows):
-    from voicecheck.metrics import eer
+    from voicecheck.research.metrics import eer
 
     rows = [r for r in cv_rows if r["protocol"] == "leave-one-source-out"]
     e, _ = eer([r["score"] for r in rows], [r["label"] for r in rows])

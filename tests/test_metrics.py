@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from voicecheck import metrics
+from voicecheck.research import metrics
 
 
 def test_perfect_separation_has_zero_eer():

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from voicecheck import metrics
 from voicecheck.report import (
     CHANNEL_TEXT,
     PROTOCOL_TEXT,
@@ -18,6 +17,7 @@ from voicecheck.report import (
     weak_spots,
     write_report,
 )
+from voicecheck.research import metrics
 
 SEED = 20240
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -417,7 +417,7 @@ def promise_text(card: dict[str, Any]) -> str | None:
     ----------
     card : dict
         A model card; ``metrics.verdict_promise`` holds the out-of-site rates with their
-        bootstrap interval over sites (:func:`voicecheck.metrics.site_bootstrap`).
+        bootstrap interval over sites (:func:`voicecheck.research.metrics.site_bootstrap`).
 
     Returns
     -------

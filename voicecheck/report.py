@@ -11,7 +11,7 @@ dict back into short sentences, the ``plot_*`` functions draw DET and ROC curves
 histograms, and :func:`write_report` writes all of it into one folder as Markdown, a
 self-contained HTML page, ``metrics.json``, ``scores.csv`` and PNG images.
 
-The metrics are those of :mod:`voicecheck.metrics` (ASVspoof EER, minDCF with ASVspoof 5
+The metrics are those of :mod:`voicecheck.research.metrics` (ASVspoof EER, minDCF with ASVspoof 5
 costs, ROC AUC). A group with only one class gets ``None`` for every metric that needs both,
 and its counts. matplotlib is needed only to plot; it is imported when a plot is drawn.
 
@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import det_curve, eer, rates_at, roc_auc, summary
+from .research.metrics import det_curve, eer, rates_at, roc_auc, summary
 
 __all__ = [
     "COLUMNS",

@@ -30,9 +30,9 @@ from .analysis import feature_names, segment_features
 from .audio import load_audio
 from .constants import ANALYSIS_SR_HZ, cache_root
 from .errors import VoiceCheckError
-from .metrics import summary, threshold_at_false_alarm, threshold_at_miss
 from .model import build_pipeline, feature_params, save_model
 from .research.manifest import Clip, load_manifest
+from .research.metrics import summary, threshold_at_false_alarm, threshold_at_miss
 
 FALSE_ALARM_TARGET = 0.01
 """The ``likely_cloned`` threshold allows at most this rate of false alarms on real voices."""
@@ -454,8 +454,8 @@ def train(config: TrainConfig, *, progress: Callable[[int, int], None] | None = 
     """
     from sklearn.calibration import _SigmoidCalibration
 
-    from .metrics import site_bootstrap, verdict_rates
     from .model import calibrate
+    from .research.metrics import site_bootstrap, verdict_rates
 
     started = time.time()
     out = Path(config.output)
