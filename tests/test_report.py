@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from voicecheck.report import (
+from voicecheck.research import metrics
+from voicecheck.research.report import (
     CHANNEL_TEXT,
     PROTOCOL_TEXT,
     ScoreTable,
@@ -17,7 +18,6 @@ from voicecheck.report import (
     weak_spots,
     write_report,
 )
-from voicecheck.research import metrics
 
 SEED = 20240
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -664,7 +664,7 @@ def evaluate(
 ) -> None:
     """Measure detection honestly: grouped protocols under phone channels, with a report."""
     from .evaluation import CONDITIONS, run
-    from .report import ScoreTable, write_report
+    from .research.report import ScoreTable, write_report
 
     protocols = protocols or ("shipped",)
     card = _load_detector(model).card if "shipped" in protocols else None

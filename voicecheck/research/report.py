@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from .research.metrics import det_curve, eer, rates_at, roc_auc, summary
+from ..research.metrics import det_curve, eer, rates_at, roc_auc, summary
 
 __all__ = [
     "COLUMNS",
