@@ -246,9 +246,9 @@ def test_texts_are_chosen_by_the_seed():
 def test_vocoded_sources_are_skipped_when_the_vocoders_module_is_missing(monkeypatch):
     import sys
 
-    monkeypatch.setitem(sys.modules, "voicecheck.vocoders", None)
+    monkeypatch.setitem(sys.modules, "voicecheck.research.vocoders", None)
     reason = corpus.VocodedSource("world").missing()
-    assert reason is not None and "voicecheck.vocoders cannot be imported" in reason
+    assert reason is not None and "voicecheck.research.vocoders cannot be imported" in reason
 
 
 def test_the_neural_vocoder_is_opt_in():

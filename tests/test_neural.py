@@ -271,7 +271,7 @@ needs_weights = pytest.mark.skipif(neural.missing() is not None, reason=str(neur
 
 @needs_weights
 def test_hifigan_copy_keeps_pitch_length_and_envelope():
-    from voicecheck.vocoders import resynthesize
+    from voicecheck.research.vocoders import resynthesize
 
     sr = 16_000
     y = voiced(1.5, sr=sr, f0=150.0)
@@ -292,7 +292,7 @@ def test_hifigan_copy_keeps_pitch_length_and_envelope():
 
 @needs_weights
 def test_hifigan_refuses_an_unknown_model():
-    from voicecheck.vocoders import resynthesize
+    from voicecheck.research.vocoders import resynthesize
 
     with pytest.raises(ValueError, match="universal"):
         resynthesize(voiced(0.5, sr=16_000), sr=16_000, method="hifigan", model="vits")

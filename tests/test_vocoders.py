@@ -1,4 +1,4 @@
-"""Tests of voicecheck.vocoders: vocoded copies that keep the speech and change the synthesis."""
+"""Tests of voicecheck.research.vocoders: copies keep the speech and change the synthesis."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import soxr
 
 from voicecheck import features, neural
-from voicecheck.vocoders import DEFAULTS, METHODS, PEAK_LIMIT, resynthesize
+from voicecheck.research.vocoders import DEFAULTS, METHODS, PEAK_LIMIT, resynthesize
 
-# voicecheck.vocoders imports these on first use; without them (no "vocoders" extra) skip.
+# voicecheck.research.vocoders imports these on first use; without them (no "vocoders" extra) skip.
 pytest.importorskip("pyworld")
 pytest.importorskip("pysptk")
 

