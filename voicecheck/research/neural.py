@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from .constants import cache_root
+from ..constants import cache_root
 
 SAMPLE_RATE_HZ = 22_050
 """Rate of the HiFi-GAN checkpoints' audio."""
