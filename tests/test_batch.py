@@ -351,7 +351,7 @@ def test_build_table_on_the_cluster_equals_in_process(
     cluster, tiny_manifest, monkeypatch, tmp_path
 ):
     from voicecheck.research.manifest import load_manifest
-    from voicecheck.training import build_table, training_chains
+    from voicecheck.research.training import build_table, training_chains
 
     clips = load_manifest(tiny_manifest).clips()[::6]
     monkeypatch.setenv("VOICECHECK_CACHE_DIR", str(tmp_path / "cache"))

@@ -119,7 +119,7 @@ def test_training_needs_two_classes(tmp_path):
 
 def test_same_seed_same_features(tiny_manifest):
     from voicecheck.research.manifest import load_manifest
-    from voicecheck.training import build_table, training_chains
+    from voicecheck.research.training import build_table, training_chains
 
     clips = load_manifest(tiny_manifest).clips()[:4]
     a = build_table(clips, chains=training_chains, copies=1, seed=3, n_jobs=1)
@@ -129,7 +129,7 @@ def test_same_seed_same_features(tiny_manifest):
 
 
 def _table(cells: dict[tuple[str, int], int]):
-    from voicecheck.training import Table
+    from voicecheck.research.training import Table
 
     X, y, clip_of_row, clips = [], [], [], []
     for (group, label), n_clips in cells.items():
@@ -145,7 +145,7 @@ def _table(cells: dict[tuple[str, int], int]):
 
 
 def test_balanced_rows_cap_every_cell_at_the_median_and_keep_small_cells_whole():
-    from voicecheck.training import balanced_rows
+    from voicecheck.research.training import balanced_rows
 
     table = _table({("big", 0): 40, ("big", 1): 4, ("mid", 0): 5, ("mid", 1): 6, ("small", 1): 1})
     keep = balanced_rows(table, seed=3)
@@ -166,7 +166,7 @@ def test_balanced_rows_cap_every_cell_at_the_median_and_keep_small_cells_whole()
 
 
 def test_subset_drops_rowless_clips_and_keeps_rows_with_their_clip():
-    from voicecheck.training import subset
+    from voicecheck.research.training import subset
 
     table = _table({("a", 0): 3, ("a", 1): 2})
     rows = np.zeros(len(table.y), dtype=bool)

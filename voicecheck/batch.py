@@ -16,7 +16,7 @@ Both hold the columns of :data:`COLUMNS`, in that order. A run that stops (a cra
 anything is appended, so that every file has exactly one row.
 
 The same engine, :func:`map_unordered`, computes the training features of
-:func:`voicecheck.training.build_table`.
+:func:`voicecheck.research.training.build_table`.
 """
 
 from __future__ import annotations

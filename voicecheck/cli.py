@@ -569,8 +569,8 @@ def train(
     scheduler: str | None,
 ) -> None:
     """Train a model from the data manifest; writes the model, card and metrics to OUTPUT."""
-    from .training import TrainConfig
-    from .training import train as run_train
+    from .research.training import TrainConfig
+    from .research.training import train as run_train
 
     config = TrainConfig(
         manifest=manifest,

@@ -26,7 +26,7 @@ fits in about half an hour on two cores however many sites the manifest declares
     clips are scored by the leave-one-site-out models.
 
 A third protocol, ``shipped-model``, scores the manifest with a given model.
-Training always uses the random phone-channel mix of :mod:`voicecheck.training`;
+Training always uses the random phone-channel mix of :mod:`voicecheck.research.training`;
 scoring passes real and cloned clips through the same named condition.
 """
 
@@ -42,7 +42,7 @@ from . import channel as phone
 from .errors import ChannelError, VoiceCheckError
 from .model import build_pipeline, load_model
 from .research.manifest import Clip, generator_family, load_manifest
-from .training import (
+from .research.training import (
     Table,
     balanced_rows,
     booster_params,

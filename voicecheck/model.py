@@ -68,7 +68,7 @@ DEFAULT_HGB_PARAMS: dict[str, Any] = {
     "l2_regularization": 1.0,
     "max_features": 0.5,
     # Early stopping on a random split of segments would validate on clips (and sources)
-    # the booster trains on; voicecheck.training stops early on a held-out source instead.
+    # the booster trains on; voicecheck.research.training stops early on a held-out source instead.
     "early_stopping": False,
 }
 

@@ -24,15 +24,15 @@ import numpy as np
 import soxr
 from threadpoolctl import threadpool_limits
 
-from . import __version__
-from . import channel as phone
-from .analysis import feature_names, segment_features
-from .audio import load_audio
-from .constants import ANALYSIS_SR_HZ, cache_root
-from .errors import VoiceCheckError
-from .model import build_pipeline, feature_params, save_model
-from .research.manifest import Clip, load_manifest
-from .research.metrics import summary, threshold_at_false_alarm, threshold_at_miss
+from .. import __version__
+from .. import channel as phone
+from ..analysis import feature_names, segment_features
+from ..audio import load_audio
+from ..constants import ANALYSIS_SR_HZ, cache_root
+from ..errors import VoiceCheckError
+from ..model import build_pipeline, feature_params, save_model
+from ..research.manifest import Clip, load_manifest
+from ..research.metrics import summary, threshold_at_false_alarm, threshold_at_miss
 
 FALSE_ALARM_TARGET = 0.01
 """The ``likely_cloned`` threshold allows at most this rate of false alarms on real voices."""
@@ -198,7 +198,7 @@ def build_table(
             stack.enter_context(threadpool_limits(limits=1))
             computed = map(_job, jobs)
         else:
-            from .batch import engine_client, map_unordered, n_workers
+            from ..batch import engine_client, map_unordered, n_workers
 
             client = stack.enter_context(
                 engine_client(scheduler=scheduler, workers=n_workers(n_jobs))
@@ -391,7 +391,7 @@ def site_splits(table: Table, folds: int) -> list[tuple[np.ndarray, np.ndarray]]
     :func:`voicecheck.evaluation.site_folds`); a fold holds out its sites' rows; clips of
     datasets that are never scored (``scored: false``) always train.
     """
-    from .evaluation import site_folds
+    from ..evaluation import site_folds
 
     group = np.array([c["group"] for c in table.clips], dtype=object)
     scored = np.array([bool(c.get("scored", True)) for c in table.clips])
@@ -454,8 +454,8 @@ def train(config: TrainConfig, *, progress: Callable[[int, int], None] | None = 
     """
     from sklearn.calibration import _SigmoidCalibration
 
-    from .model import calibrate
-    from .research.metrics import site_bootstrap, verdict_rates
+    from ..model import calibrate
+    from ..research.metrics import site_bootstrap, verdict_rates
 
     started = time.time()
     out = Path(config.output)
