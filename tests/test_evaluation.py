@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 
 from voicecheck.errors import ChannelError, VoiceCheckError
-from voicecheck.evaluation import (
+from voicecheck.research.evaluation import (
     check_conditions,
     cross_validated_scores,
     generator_family,

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from conftest import voiced
 
 from voicecheck.cli import main
-from voicecheck.evaluation import cross_validated_scores, resolve_protocols, site_folds
 from voicecheck.model import load_model
+from voicecheck.research.evaluation import cross_validated_scores, resolve_protocols, site_folds
 from voicecheck.research.manifest import load_manifest
 from voicecheck.research.metrics import site_bootstrap, verdict_rates
 from voicecheck.scoring import analyze

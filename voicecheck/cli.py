@@ -663,7 +663,7 @@ def evaluate(
     scheduler: str | None,
 ) -> None:
     """Measure detection honestly: grouped protocols under phone channels, with a report."""
-    from .evaluation import CONDITIONS, run
+    from .research.evaluation import CONDITIONS, run
     from .research.report import ScoreTable, write_report
 
     protocols = protocols or ("shipped",)

@@ -388,10 +388,10 @@ def site_splits(table: Table, folds: int) -> list[tuple[np.ndarray, np.ndarray]]
     """Leave-sites-out splits of ``table``'s rows: (training rows, held-out rows) per fold.
 
     The groups of the scored clips are dealt into ``folds`` folds (see
-    :func:`voicecheck.evaluation.site_folds`); a fold holds out its sites' rows; clips of
+    :func:`voicecheck.research.evaluation.site_folds`); a fold holds out its sites' rows; clips of
     datasets that are never scored (``scored: false``) always train.
     """
-    from ..evaluation import site_folds
+    from .evaluation import site_folds
 
     group = np.array([c["group"] for c in table.clips], dtype=object)
     scored = np.array([bool(c.get("scored", True)) for c in table.clips])

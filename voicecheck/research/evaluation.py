@@ -38,11 +38,11 @@ from typing import Any
 
 import numpy as np
 
-from . import channel as phone
-from .errors import ChannelError, VoiceCheckError
-from .model import build_pipeline, load_model
-from .research.manifest import Clip, generator_family, load_manifest
-from .research.training import (
+from .. import channel as phone
+from ..errors import ChannelError, VoiceCheckError
+from ..model import build_pipeline, load_model
+from ..research.manifest import Clip, generator_family, load_manifest
+from ..research.training import (
     Table,
     balanced_rows,
     booster_params,
