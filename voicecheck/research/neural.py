@@ -17,7 +17,7 @@ sha256.
 Examples
 --------
 >>> import numpy as np
->>> from voicecheck import neural
+>>> from voicecheck.research import neural
 >>> weights = {"conv.weight_g": np.full((2, 1, 1), 2.0, np.float32),
 ...            "conv.weight_v": np.ones((2, 1, 4), np.float32)}
 >>> neural.fold_weight_norm(weights, "conv")[0, 0].tolist()
