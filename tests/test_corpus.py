@@ -11,9 +11,17 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from voicecheck import corpus
 from voicecheck.audio import load_audio
-from voicecheck.corpus import MANIFEST_COLUMNS, CorpusError, build, corpus_cli
+from voicecheck.research import corpus
+from voicecheck.research.corpus import (
+    MANIFEST_COLUMNS,
+    CorpusError,
+    base,
+    build,
+    builder,
+    corpus_cli,
+    vocoded,
+)
 from voicecheck.research.manifest import load_manifest
 from voicecheck.research.texts import LANGUAGES, SENTENCES, pick_texts
 
@@ -77,7 +85,7 @@ def test_manifest_has_the_columns_and_labels(built):
     assert espeak and all(r["label"] == "spoof" and r["system"] == "espeak-ng" for r in espeak)
     assert all(r["text"] and r["voice"] for r in espeak)
     for r in rows:
-        assert corpus.MIN_CLIP_S <= float(r["duration_s"]) <= corpus.MAX_CLIP_S
+        assert base.MIN_CLIP_S <= float(r["duration_s"]) <= base.MAX_CLIP_S
         assert r["source"] and r["speaker"] and r["language"] and r["licence"]
         assert (r["label"] == "spoof") == (r["system"] != "bonafide")
     info = (out / "build.json").read_text()
@@ -219,7 +227,7 @@ def test_debian_licence_reads_machine_readable_copyright(tmp_path, monkeypatch):
     )
     (tmp_path / "old-style").mkdir()
     (tmp_path / "old-style" / "copyright").write_text("This package was debianized by X.\n")
-    monkeypatch.setattr(corpus, "DOC_DIR", tmp_path)
+    monkeypatch.setattr(base, "DOC_DIR", tmp_path)
     corpus.debian_licence.cache_clear()
     try:
         assert corpus.debian_licence("voices-pkg") == "CC-BY-SA-3.0"
@@ -247,7 +255,7 @@ def test_vocoded_sources_are_skipped_when_the_vocoders_module_is_missing(monkeyp
     import sys
 
     monkeypatch.setitem(sys.modules, "voicecheck.research.vocoders", None)
-    reason = corpus.VocodedSource("world").missing()
+    reason = vocoded.VocodedSource("world").missing()
     assert reason is not None and "voicecheck.research.vocoders cannot be imported" in reason
 
 
@@ -255,10 +263,10 @@ def test_the_neural_vocoder_is_opt_in():
     by_name = {s.name: s for s in corpus.default_sources()}
     assert not by_name["vocoded-hifigan"].default
     assert by_name["vocoded-lpc"].default
-    defaults = {s.name for s in corpus._select(corpus.default_sources(), None)}
+    defaults = {s.name for s in builder._select(corpus.default_sources(), None)}
     assert "vocoded-hifigan" not in defaults and "vocoded-lpc" in defaults
     named = {
-        s.name for s in corpus._select(corpus.default_sources(), ["vocoded", "vocoded-hifigan"])
+        s.name for s in builder._select(corpus.default_sources(), ["vocoded", "vocoded-hifigan"])
     }
     assert {"vocoded-lpc", "vocoded-hifigan"} <= named
 

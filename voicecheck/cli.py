@@ -725,7 +725,7 @@ def sample(path: str, text: str) -> None:
 
 
 def _register_subcommands() -> None:
-    from .corpus import corpus_cli
+    from .research.corpus import corpus_cli
     from .service.cli import audit, keys, serve, users, worker
 
     main.add_command(corpus_cli, "corpus")
