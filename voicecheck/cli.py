@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -35,27 +36,29 @@ CSV_COLUMNS = (
 )
 
 
-def _fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> None:
+    """Print ``message`` as an error on standard error and exit with ``code``."""
     click.echo(f"Error: {message}", err=True)
     sys.exit(code)
 
 
-def _load_detector(model: str | None):
+def load_detector(model: str | None):
+    """Load the model file ``model`` (the shipped one for None), or exit with its error."""
     from .model import load_model
 
     try:
         return load_model(model)
     except VoiceCheckError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
-_model_option = click.option(
+model_option = click.option(
     "--model",
     envvar="VOICECHECK_MODEL",
     type=click.Path(path_type=str),
     help="A .skops model file (default: the model shipped with voicecheck).",
 )
-_max_duration_option = click.option(
+max_duration_option = click.option(
     "--max-duration",
     type=click.FloatRange(min=1),
     default=MAX_DURATION_S,
@@ -63,10 +66,10 @@ _max_duration_option = click.option(
     envvar="VOICECHECK_MAX_DURATION_S",
     help="Longest recording accepted, in seconds.",
 )
-_jobs_option = click.option(
+jobs_option = click.option(
     "--jobs", default=-1, show_default=True, type=int, help="Worker processes."
 )
-_feature_scheduler_option = click.option(
+feature_scheduler_option = click.option(
     "--scheduler",
     metavar="ADDRESS",
     help="Compute features on the Dask cluster of this scheduler (tcp://host:port; --jobs "
@@ -74,7 +77,33 @@ _feature_scheduler_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+COMMAND_GROUP = "voicecheck.commands"
+"""Entry-point group through which research and the service add their commands."""
+
+
+class _Commands(click.Group):
+    """The commands defined here, and those registered under :data:`COMMAND_GROUP`.
+
+    Registered commands (``train``, ``evaluate``, ``corpus``, ``serve``, ...) are imported
+    only when they are run or listed, so that scoring a file imports neither the research
+    code nor the web service, and this module imports neither.
+    """
+
+    @staticmethod
+    def _registered() -> dict[str, metadata.EntryPoint]:
+        return {ep.name: ep for ep in metadata.entry_points(group=COMMAND_GROUP)}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._registered()))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and (entry := self._registered().get(cmd_name)) is not None:
+            command = entry.load()
+        return command
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="voicecheck")
 def main() -> None:
     """Tell whether the voice in a recorded call is a real person or an AI clone."""
@@ -125,8 +154,8 @@ def _row(path: str, result: dict[str, Any] | None, error: VoiceCheckError | None
     help="Write results here instead of standard output.",
 )
 @click.option("--segments", is_flag=True, help="Include the score of every 3 s window.")
-@_model_option
-@_max_duration_option
+@model_option
+@max_duration_option
 def score(
     files: tuple[str, ...],
     input_list: str | None,
@@ -146,7 +175,7 @@ def score(
     paths = list(files) + (_read_list(input_list) if input_list else [])
     if not paths:
         raise click.UsageError("give at least one FILE or --input-list")
-    detector = _load_detector(model)
+    detector = load_detector(model)
     rows: list[dict[str, Any]] = []
     progress = (
         click.progressbar(paths, label="Scoring", file=sys.stderr, show_pos=True)
@@ -165,7 +194,7 @@ def score(
         try:
             Path(output).write_text(text, encoding="utf-8")
         except OSError as exc:
-            _fail(f"cannot write {output}: {exc.strerror}")
+            fail(f"cannot write {output}: {exc.strerror}")
     else:
         click.echo(text, nl=False)
     if any(r["error"] for r in rows):
@@ -313,8 +342,8 @@ def _batch_progress(every_s: float):
     metavar="GLOB",
     help="Only files whose name matches, e.g. '*.wav' (repeatable; a folder INPUT only).",
 )
-@_model_option
-@_max_duration_option
+@model_option
+@max_duration_option
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
@@ -396,7 +425,7 @@ def batch(
     except VoiceCheckError as exc:
         raise click.UsageError(str(exc)) from None
     model_path = os.path.abspath(model) if model else None
-    model_id = _load_detector(model_path).model_id
+    model_id = load_detector(model_path).model_id
     try:
         out = engine.open_output(
             output,
@@ -408,9 +437,9 @@ def batch(
             part_rows=part_rows,
         )
     except engine.BatchOutputError as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
     except OSError as exc:
-        _fail(f"cannot write {output}: {exc.strerror}")
+        fail(f"cannot write {output}: {exc.strerror}")
     for note in out.notes:
         click.echo(note, err=True)
     progress = _batch_progress(0.5 if sys.stderr.isatty() else 10.0)
@@ -433,7 +462,7 @@ def batch(
                 progress=progress,
             )
     except VoiceCheckError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except KeyboardInterrupt:
         click.echo("\nstopped at once; run the same command again to go on", err=True)
         sys.exit(130)
@@ -457,7 +486,7 @@ def batch(
 @click.option("--json", "as_json", is_flag=True, help="Print the whole model card as JSON.")
 def info(model: str | None, as_json: bool) -> None:
     """Print the model card: what the model is, how it was trained and measured."""
-    detector = _load_detector(model)
+    detector = load_detector(model)
     card = detector.card
     if as_json:
         click.echo(json.dumps(card, indent=2))
@@ -494,213 +523,6 @@ def info(model: str | None, as_json: bool) -> None:
     click.echo("\n".join(lines))
 
 
-def _progress(label: str):
-    state: dict[str, Any] = {}
-
-    def update(done: int, total: int) -> None:
-        if "bar" not in state:
-            state["bar"] = click.progressbar(
-                length=total, label=label, file=sys.stderr, show_pos=True
-            )
-            state["bar"].__enter__()
-        state["bar"].update(1)
-        if done == total:
-            state["bar"].__exit__(None, None, None)
-
-    return update
-
-
-def _feature_engine(jobs: int, scheduler: str | None):
-    """One Dask cluster for every feature table of a command, started when first needed."""
-    from .batch import n_workers, shared_engine
-
-    if scheduler is None and jobs == 1:
-        return contextlib.nullcontext()
-    try:
-        workers = None if scheduler else n_workers(jobs)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--jobs") from None
-    return shared_engine(scheduler=scheduler, workers=workers)
-
-
-@main.command()
-@click.option(
-    "--manifest",
-    default="data_manifest.yaml",
-    show_default=True,
-    type=click.Path(dir_okay=False, path_type=str),
-    help="The data manifest.",
-)
-@click.option("--dataset", "datasets", multiple=True, help="Use only these datasets (repeatable).")
-@click.option(
-    "--output",
-    "-o",
-    default="runs/latest",
-    show_default=True,
-    help="Run folder for the model, its card and metrics.",
-)
-@click.option("--name", default="voicecheck", show_default=True, help="Model name in its id.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option(
-    "--copies",
-    default=4,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Channel copies of every clip: G.711, AMR-NB, then random phone chains.",
-)
-@click.option(
-    "--folds",
-    default=10,
-    show_default=True,
-    type=click.IntRange(min=2),
-    help="Grouped leave-sites-out folds that give every clip its out-of-site score.",
-)
-@_jobs_option
-@_feature_scheduler_option
-def train(
-    manifest: str,
-    datasets: tuple[str, ...],
-    output: str,
-    name: str,
-    seed: int,
-    copies: int,
-    folds: int,
-    jobs: int,
-    scheduler: str | None,
-) -> None:
-    """Train a model from the data manifest; writes the model, card and metrics to OUTPUT."""
-    from .research.training import TrainConfig
-    from .research.training import train as run_train
-
-    config = TrainConfig(
-        manifest=manifest,
-        datasets=list(datasets) or None,
-        output=output,
-        name=name,
-        seed=seed,
-        copies=copies,
-        folds=folds,
-        n_jobs=jobs,
-        scheduler=scheduler,
-    )
-    try:
-        with _feature_engine(jobs, scheduler):
-            metrics = run_train(config, progress=_progress("Features"))
-    except VoiceCheckError as exc:
-        _fail(str(exc))
-    p = metrics["pooled"]
-    promise = metrics["verdict_promise"]
-    fa, miss = promise["real_called_cloned"], promise["cloned_called_human"]
-    click.echo(
-        f"model written to {output}/model.skops\n"
-        f"leave-one-site-out validation ({metrics['n_sites']} sites): EER {p['eer']:.1%}, "
-        f"minDCF {p['min_dcf']:.3f}, ROC AUC {p['roc_auc']:.3f} on {p['n_real']} real and "
-        f"{p['n_cloned']} cloned clips\n"
-        f"verdicts on unseen sites: real called likely_cloned {fa['rate']:.1%} "
-        f"[{fa['low']:.1%}, {fa['high']:.1%}], cloned called likely_human {miss['rate']:.1%} "
-        f"[{miss['low']:.1%}, {miss['high']:.1%}] (95% bootstrap over sites)"
-    )
-
-
-@main.command()
-@click.option(
-    "--model",
-    envvar="VOICECHECK_MODEL",
-    type=click.Path(path_type=str),
-    help="A .skops model file for the shipped protocol (default: the shipped model).",
-)
-@click.option(
-    "--manifest",
-    default="data_manifest.yaml",
-    show_default=True,
-    type=click.Path(dir_okay=False, path_type=str),
-)
-@click.option("--dataset", "datasets", multiple=True, help="Use only these datasets (repeatable).")
-@click.option(
-    "--protocol",
-    "protocols",
-    multiple=True,
-    type=click.Choice(["shipped", "loro", "lofo", "loso", "logo"]),
-    help="shipped: score with --model; loro / lofo: hold out sites / generator families in "
-    "--folds grouped folds and score what each fold's model never saw; loso / logo: one model "
-    "per held-out source / generator family (repeatable; default shipped).",
-)
-@click.option(
-    "--folds",
-    default=10,
-    show_default=True,
-    type=click.IntRange(2, 1000),
-    help="Grouped folds of the loro and lofo protocols (every site or family held out once).",
-)
-@click.option(
-    "--condition",
-    "conditions",
-    multiple=True,
-    help="Phone channel both classes pass through (repeatable; default: clean_8k, g711, "
-    "amr_nb, opus, mp3).",
-)
-@click.option(
-    "--output",
-    "-o",
-    default="runs/evaluation",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=str),
-    help="Folder for the report (Markdown, HTML, plots, metrics.json, scores.csv).",
-)
-@click.option("--seed", default=0, show_default=True, type=int)
-@_jobs_option
-@_feature_scheduler_option
-def evaluate(
-    model: str | None,
-    manifest: str,
-    datasets: tuple[str, ...],
-    protocols: tuple[str, ...],
-    conditions: tuple[str, ...],
-    folds: int,
-    output: str,
-    seed: int,
-    jobs: int,
-    scheduler: str | None,
-) -> None:
-    """Measure detection honestly: grouped protocols under phone channels, with a report."""
-    from .research.evaluation import CONDITIONS, run
-    from .research.report import ScoreTable, write_report
-
-    protocols = protocols or ("shipped",)
-    card = _load_detector(model).card if "shipped" in protocols else None
-    try:
-        with _feature_engine(jobs, scheduler):
-            rows = run(
-                manifest=manifest,
-                datasets=list(datasets) or None,
-                protocols=protocols,
-                conditions=conditions or CONDITIONS,
-                model_path=model,
-                seed=seed,
-                n_jobs=-1 if scheduler else jobs,
-                folds=folds,
-                progress=_progress("Features"),
-            )
-    except VoiceCheckError as exc:
-        _fail(str(exc))
-    if not rows:
-        _fail("nothing was scored: no clip of the manifest could be decoded")
-    table = ScoreTable.from_records(rows)
-    write_report(table, output, title="voicecheck evaluation", model_card=card)
-    metrics = json.loads((Path(output) / "metrics.json").read_text())
-    for protocol, block in metrics["protocols"].items():
-        for condition, result in block["conditions"].items():
-            p = result["pooled"]
-            if p.get("eer") is None:
-                click.echo(f"{protocol:24s} {condition:10s} (one class only)")
-                continue
-            click.echo(
-                f"{protocol:24s} {condition:10s} EER {p['eer']:6.1%}  minDCF {p['min_dcf']:.3f}"
-                f"  AUC {p['roc_auc']:.3f}  ({p['n_real']} real, {p['n_cloned']} cloned)"
-            )
-    click.echo(f"report written to {output}/report.html")
-
-
 @main.command()
 @click.argument("path", type=click.Path(dir_okay=False, path_type=str))
 @click.option(
@@ -720,23 +542,9 @@ def sample(path: str, text: str) -> None:
     try:
         robocall(path, text=text)
     except VoiceCheckError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     click.echo(f"wrote {path}")
 
-
-def _register_subcommands() -> None:
-    from .research.corpus import corpus_cli
-    from .service.cli import audit, keys, serve, users, worker
-
-    main.add_command(corpus_cli, "corpus")
-    main.add_command(serve, "serve")
-    main.add_command(worker, "worker")
-    main.add_command(keys, "keys")
-    main.add_command(users, "users")
-    main.add_command(audit, "audit")
-
-
-_register_subcommands()
 
 if __name__ == "__main__":  # pragma: no cover
     main()
