@@ -37,6 +37,10 @@ from .frames import (
 )
 from .prosody import pitch
 from .spectral import (
+    fine_structure,
+    lpc_residual,
+    phase_coherence,
+    power_of,
     power_spectrogram,
     spectral_bandwidth,
     spectral_centroid,
@@ -46,6 +50,8 @@ from .spectral import (
     spectral_rolloff,
     spectral_shape,
     spectral_shape_names,
+    spectrum_frames,
+    subband_energies,
 )
 from .summary import summarize, summarize_segments, summary_names
 from .temporal import log_energy, zero_crossing_rate
@@ -57,15 +63,19 @@ __all__ = [
     "constant_q_filterbank",
     "cqcc",
     "deltas",
+    "fine_structure",
     "frame_count",
     "frame_feature_names",
     "frame_features",
     "lfcc",
     "linear_filterbank",
     "log_energy",
+    "lpc_residual",
     "mel_filterbank",
     "mfcc",
+    "phase_coherence",
     "pitch",
+    "power_of",
     "power_spectrogram",
     "spectral_bandwidth",
     "spectral_centroid",
@@ -75,6 +85,8 @@ __all__ = [
     "spectral_rolloff",
     "spectral_shape",
     "spectral_shape_names",
+    "spectrum_frames",
+    "subband_energies",
     "summarize",
     "summarize_segments",
     "summary_names",

@@ -1,9 +1,10 @@
 """All frame-level features of a signal in one array, and the speech-activity mask.
 
-:func:`frame_features` computes each frame's power spectrum once and derives every spectral
-and cepstral feature from it; the waveform features (zero-crossing rate, energy, pitch) use the same
-non-centred frames. Frame ``i`` depends only on samples
-``[i * HOP_LENGTH, i * HOP_LENGTH + FRAME_LENGTH)`` and, for the deltas and the flux, on at
+:func:`frame_features` computes each frame's complex spectrum once and derives every spectral,
+cepstral, excitation and phase feature from it; the waveform features (zero-crossing rate,
+energy, pitch) use the same non-centred frames. Frame ``i`` depends only on samples
+``[i * HOP_LENGTH, i * HOP_LENGTH + FRAME_LENGTH)`` and, for the deltas, the flux and the phase
+deviation, on at
 most :data:`FEATURE_CONTEXT_FRAMES` frames on each side. A long recording can therefore be
 processed in overlapping blocks: give each block that many extra frames (or more) on each side
 and drop them afterwards.
@@ -29,6 +30,7 @@ from voicecheck.constants import (
     N_LFCC,
     N_MFCC,
     N_SUBBANDS,
+    PHASE_BANDS,
 )
 
 from ._framing import as_mono_float32, frame_count
@@ -36,9 +38,12 @@ from .cepstral import cqcc, deltas, lfcc, mfcc
 from .prosody import pitch
 from .spectral import (
     fine_structure,
-    power_spectrogram,
+    lpc_residual,
+    phase_coherence,
+    power_of,
     spectral_shape,
     spectral_shape_names,
+    spectrum_frames,
     subband_energies,
 )
 from .temporal import log_energy, zero_crossing_rate
@@ -95,7 +100,7 @@ def frame_feature_names() -> tuple[str, ...]:
     -------
     tuple of str
         In order (``3 N_MFCC + 3 N_LFCC + N_CQCC + CONTRAST_BANDS + 10 + 2 N_SUBBANDS +
-        2 FINE_BANDS`` names, with the
+        3 FINE_BANDS + 1 + PHASE_BANDS`` names, with the
         numbers of :mod:`voicecheck.constants`):
 
         - ``mfcc_1`` .. ``mfcc_{N_MFCC}``: MFCC 1..N_MFCC (coefficient 0 dropped), then
@@ -111,7 +116,11 @@ def frame_feature_names() -> tuple[str, ...]:
         - ``subband_db_k`` and their deltas ``subband_d1_k``: log energies of
           ``N_SUBBANDS`` equal-width bands of 0-4 kHz (dB);
         - ``fine_spread_k``, ``fine_peak_k``: the spectral fine structure (log spectrum
-          minus its cepstral envelope) in ``FINE_BANDS`` 1 kHz bands.
+          minus its cepstral envelope) in ``FINE_BANDS`` 1 kHz bands;
+        - ``lpc_gain_db``, ``residual_flatness_k`` (``FINE_BANDS`` bands, 0-1): the
+          excitation left by a linear predictor;
+        - ``phase_dev_k``: the frame-to-frame phase deviation in ``PHASE_BANDS`` bands
+          (0-2).
 
     Examples
     --------
@@ -120,7 +129,7 @@ def frame_feature_names() -> tuple[str, ...]:
     >>> names[:2], names[150:154]
     (('mfcc_1', 'mfcc_2'), ('zcr', 'energy_db', 'f0_hz', 'voicing'))
     >>> names[-1]
-    'fine_peak_4'
+    'phase_dev_8'
     """
     names: list[str] = []
     for family, n in (("mfcc", N_MFCC), ("lfcc", N_LFCC)):
@@ -134,6 +143,8 @@ def frame_feature_names() -> tuple[str, ...]:
     names += _numbered("subband_d1", N_SUBBANDS)
     names += _numbered("fine_spread", FINE_BANDS)
     names += _numbered("fine_peak", FINE_BANDS)
+    names += ("lpc_gain_db", *_numbered("residual_flatness", FINE_BANDS))
+    names += _numbered("phase_dev", PHASE_BANDS)
     return tuple(names)
 
 
@@ -153,6 +164,7 @@ def _row_slices() -> dict[str, slice | int]:
         "subband_d1",
         "fine_spread",
         "fine_peak",
+        "phase_dev",
     ]
     rows: dict[str, slice | int] = {}
     for block in blocks:
@@ -163,6 +175,8 @@ def _row_slices() -> dict[str, slice | int]:
     rows["shape"] = slice(start, start + len(shape))
     for name in ("zcr", "energy_db", "f0_hz", "voicing"):
         rows[name] = names.index(name)
+    start = names.index("lpc_gain_db")
+    rows["excitation"] = slice(start, start + 1 + FINE_BANDS)
     return rows
 
 
@@ -210,13 +224,16 @@ def frame_features(y: np.ndarray, *, sr: float = ANALYSIS_SR_HZ) -> FrameFeature
     out = np.empty((len(names), n_frames), dtype=np.float32)
     rows = _row_slices()
     # Frames are processed in chunks so that the temporary arrays stay small; every frame's
-    # spectrum is still computed once (plus one frame per chunk for the flux).
+    # spectrum is still computed once (plus one frame per chunk for the flux and the phase
+    # deviation).
     for first in range(0, n_frames, _CHUNK_FRAMES):
         stop = min(n_frames, first + _CHUNK_FRAMES)
-        lead = 1 if first > 0 else 0  # the previous frame, for the spectral flux
+        lead = 1 if first > 0 else 0  # the previous frame, for the flux and the phase
         end = (stop - 1) * HOP_LENGTH + FRAME_LENGTH
-        S = power_spectrogram(y[(first - lead) * HOP_LENGTH : end], sr=sr)
+        X = spectrum_frames(y[(first - lead) * HOP_LENGTH : end])
+        S = power_of(X)
         out[rows["shape"], first:stop] = spectral_shape(S=S, sr=sr)[:, lead:]
+        out[rows["phase_dev"], first:stop] = phase_coherence(X=X)[:, lead:]
         S = S[:, lead:]
         out[rows["mfcc"], first:stop] = mfcc(S=S, sr=sr)
         out[rows["lfcc"], first:stop] = lfcc(S=S, sr=sr)
@@ -225,6 +242,7 @@ def frame_features(y: np.ndarray, *, sr: float = ANALYSIS_SR_HZ) -> FrameFeature
         out[rows["fine_spread"], first:stop], out[rows["fine_peak"], first:stop] = fine_structure(
             S=S
         )
+        out[rows["excitation"], first:stop] = lpc_residual(S=S)
         samples = y[first * HOP_LENGTH : end]
         out[rows["zcr"], first:stop] = zero_crossing_rate(samples)
         energy_db = out[rows["energy_db"], first:stop] = log_energy(samples)

@@ -26,7 +26,9 @@ from voicecheck.constants import (
     FINE_BANDS,
     FRAME_LENGTH,
     HOP_LENGTH,
+    LPC_ORDER,
     N_SUBBANDS,
+    PHASE_BANDS,
     ROLLOFF_PERCENT,
     WIN_LENGTH,
 )
@@ -127,9 +129,47 @@ def power_spectrogram(
     if framed.shape[0] == 0:
         return np.zeros((n_bins, 0), dtype=np.float32)
     spectrum = scipy.fft.rfft(framed * window, axis=1, overwrite_x=True)
-    parts = spectrum.view(np.float32).reshape(spectrum.shape[0], n_bins, 2)
-    np.square(parts, out=parts)
-    power = np.add(parts[..., 0], parts[..., 1])
+    return power_of(spectrum)
+
+
+def spectrum_frames(
+    y: np.ndarray,
+    *,
+    n_fft: int = FRAME_LENGTH,
+    win_length: int = WIN_LENGTH,
+    hop_length: int = HOP_LENGTH,
+) -> np.ndarray:
+    """Return the complex spectrum of each frame, the frames of :func:`power_spectrogram`.
+
+    Returns
+    -------
+    np.ndarray, shape (n_frames, 1 + n_fft // 2), complex64
+        One frame per row; ``power_of`` of it is :func:`power_spectrogram` of ``y``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> y = np.random.default_rng(0).standard_normal(800).astype(np.float32)
+    >>> X = spectrum_frames(y)
+    >>> X.shape, bool(np.array_equal(power_of(X), power_spectrogram(y)))
+    ((7, 129), True)
+    """
+    y = as_mono_float32(y)
+    window = _padded_window(n_fft, win_length)
+    framed = frame_view(y, frame_length=n_fft, hop_length=hop_length)
+    if framed.shape[0] == 0:
+        return np.zeros((0, 1 + n_fft // 2), dtype=np.complex64)
+    return scipy.fft.rfft(framed * window, axis=1)
+
+
+def power_of(spectrum: np.ndarray) -> np.ndarray:
+    """Return ``|spectrum|**2`` of frames as rows, as a ``(n_bins, n_frames)`` power spectrogram.
+
+    ``spectrum`` is the complex64 output of :func:`spectrum_frames`; it is left unchanged.
+    """
+    parts = spectrum.view(np.float32).reshape(spectrum.shape[0], spectrum.shape[1], 2)
+    power = np.square(parts[..., 0])
+    power += np.square(parts[..., 1])
     return power.T
 
 
@@ -563,8 +603,15 @@ def subband_energies(*, S: np.ndarray, n_bands: int = N_SUBBANDS) -> np.ndarray:
     S = _as_power_spectrogram(S)
     n_bins = S.shape[0] - 1
     width = n_bins // n_bands
-    bands = S[1 : 1 + width * n_bands].reshape(n_bands, width, -1).mean(axis=1)
-    return (10 * np.log10(np.maximum(bands, 1e-12))).astype(np.float32)
+    rows = S.T  # frames as rows (contiguous when S comes from power_spectrogram)
+    stop = 1 + width * n_bands
+    # the bands' sums as ``width`` strided slices added: a reduction over a short axis is slow
+    total = rows[:, 1:stop:width].copy()
+    for offset in range(2, 1 + width):
+        total += rows[:, offset:stop:width]
+    total *= np.float32(1.0 / width)
+    np.maximum(total, np.float32(1e-12), out=total)
+    return np.ascontiguousarray((np.log10(total) * np.float32(10.0)).T)
 
 
 def fine_structure(
@@ -607,16 +654,16 @@ def fine_structure(
     """
     S = _as_power_spectrogram(S)
     analysis, synthesis = _envelope_basis(S.shape[0], lifter)
-    # frames as rows (S is a transposed view, so S.T is contiguous); float64 as the FFT pair
-    # this replaces had, so the features are the same to 1e-12
-    log_s = np.log(np.maximum(S.T, 1e-12), dtype=np.float64)
+    # frames as rows (S is a transposed view, so S.T is contiguous)
+    log_s = np.log(np.maximum(S.T, np.float32(1e-12)))
     residual = log_s - (log_s @ analysis) @ synthesis
     n_bins = S.shape[0] - 1
     width = n_bins // n_bands
     r = residual[:, 1 : 1 + width * n_bands].reshape(-1, n_bands, width)
-    spread = r.std(axis=2)
+    centred = r - r.mean(axis=2, keepdims=True)
+    spread = np.sqrt(np.einsum("fbk,fbk->fb", centred, centred) / np.float32(width))
     peak = r.max(axis=2) - _median_of_rows(r)
-    return spread.T.astype(np.float32), peak.T.astype(np.float32)
+    return np.ascontiguousarray(spread.T), np.ascontiguousarray(peak.T)
 
 
 def _median_of_rows(x: np.ndarray) -> np.ndarray:
@@ -635,7 +682,8 @@ def _envelope_basis(n_bins: int, lifter: int) -> tuple[np.ndarray, np.ndarray]:
     ``(log_s @ analysis) @ synthesis`` equals ``rfft(liftered(irfft(log_s)))``: the first
     ``lifter`` cepstral coefficients of the real, even log spectrum (``analysis``, shape
     ``(n_bins, lifter)``), and the even cosine series they make (``synthesis``, shape
-    ``(lifter, n_bins)``). Two thin matrix products cost a fifth of the two FFTs.
+    ``(lifter, n_bins)``). Two thin matrix products cost a fifth of the two FFTs. Both are
+    float32, like the spectra.
     """
     n_fft = 2 * (n_bins - 1)
     if not 1 <= lifter <= n_bins - 1:
@@ -649,6 +697,147 @@ def _envelope_basis(n_bins: int, lifter: int) -> tuple[np.ndarray, np.ndarray]:
     coefficient_weight = np.full(lifter, 2.0)
     coefficient_weight[0] = 1.0
     synthesis = coefficient_weight[:, None] * np.cos(phase.T)
+    analysis, synthesis = analysis.astype(np.float32), synthesis.astype(np.float32)
     for matrix in (analysis, synthesis):
         matrix.flags.writeable = False
     return analysis, synthesis
+
+
+def phase_coherence(
+    *, X: np.ndarray, hop_length: int = HOP_LENGTH, n_bands: int = PHASE_BANDS
+) -> np.ndarray:
+    """How far each bin's phase advance strays from its centre frequency's, per band.
+
+    A sinusoid at the centre of bin ``k`` advances its phase by ``2 pi k hop / n_fft``
+    from one frame to the next. A bin's deviation from this mixes how far its energy sits
+    from the bin centre (harmonics and their leakage) and how steady the phase is (the
+    excitation): vocoders that draw phase themselves, or rebuild it from magnitudes, leave
+    it differently from a recorded voice. Per band: ``1 - mean cos(deviation)`` over the
+    band's bins, every bin counted alike (0 when every bin advances as its centre, about 1
+    when the deviations are spread evenly).
+
+    Parameters
+    ----------
+    X : np.ndarray, shape (n_frames, n_bins), complex
+        Frame spectra from :func:`spectrum_frames`.
+    hop_length : int
+        Hop between the frames in samples.
+    n_bands : int
+        Equal-width bands of the bins above DC.
+
+    Returns
+    -------
+    np.ndarray, shape (n_bands, n_frames), float32
+        In [0, 2]. Frame 0 has no previous frame and repeats frame 1 (1.0 for a single
+        frame).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> noise = np.random.default_rng(0).standard_normal(8000)
+    >>> p = phase_coherence(X=spectrum_frames(noise.astype(np.float32)))
+    >>> p.shape, bool(0.6 < p.mean() < 0.9)
+    ((8, 97), True)
+    """
+    n_frames, n_bins = X.shape
+    n_fft = 2 * (n_bins - 1)
+    width = (n_bins - 1) // n_bands
+    out = np.ones((n_bands, n_frames), dtype=np.float32)
+    if n_frames < 2:
+        return out
+    advance = np.exp(-2j * np.pi * np.arange(n_bins) * hop_length / n_fft).astype(np.complex64)
+    turn = X[1:] * np.conj(X[:-1]) * advance
+    size = np.abs(turn)
+    cosine = np.divide(turn.real, size, out=np.zeros_like(size), where=size > TINY_POWER)
+    bands = cosine[:, 1 : 1 + width * n_bands].reshape(n_frames - 1, n_bands, width)
+    out[:, 1:] = 1.0 - bands.mean(axis=2).T
+    out[:, 0] = out[:, 1]
+    return out
+
+
+def lpc_residual(
+    *,
+    S: np.ndarray,
+    order: int = LPC_ORDER,
+    n_bands: int = FINE_BANDS,
+) -> np.ndarray:
+    """Describe the excitation left when the linear predictor's envelope is taken away.
+
+    The autocorrelation of each frame (from its power spectrum) gives a predictor of
+    ``order`` taps (Levinson-Durbin); the residual's power spectrum is the frame's times
+    ``|A(f)|**2``. Rows: the prediction gain in dB and the residual's spectral flatness in
+    ``n_bands`` equal bands (1 for white noise, near 0 for lines). Natural glottal
+    excitation is neither as clean nor as flat as the one that neural vocoders and
+    source-filter synthesis put back.
+
+    Parameters
+    ----------
+    S : np.ndarray, shape (n_fft // 2 + 1, n_frames)
+        Power spectrogram from :func:`power_spectrogram`.
+    order : int
+        Predictor order.
+    n_bands : int
+        Bands for the flatness.
+
+    Returns
+    -------
+    np.ndarray, shape (n_bands + 1, n_frames), float32
+        Gain (dB, >= 0) and flatness per band (0-1); a silent frame gets gain 0 and
+        flatness 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from voicecheck.features import power_spectrogram
+    >>> t = np.arange(8000) / 8000
+    >>> voiced = sum(np.sin(2 * np.pi * 125 * k * t) / k for k in range(1, 30))
+    >>> noise = np.random.default_rng(0).standard_normal(8000)
+    >>> v = lpc_residual(S=power_spectrogram(voiced.astype(np.float32)))
+    >>> n = lpc_residual(S=power_spectrogram(noise.astype(np.float32)))
+    >>> bool(v[0].mean() > 6 > 1 > n[0].mean()), bool(n[1:4].mean() > v[1:4].mean())
+    (True, True)
+    """
+    S = _as_power_spectrogram(S)
+    n_bins, n_frames = S.shape
+    width = (n_bins - 1) // n_bands
+    lags, cos_lags, sin_lags = _lpc_basis(n_bins, order)
+    # lags as rows: every step of the recursion works on contiguous rows of all frames
+    R = np.ascontiguousarray((S.T.astype(np.float64) @ lags).T)  # (order + 1, n_frames)
+    silent = R[0] <= TINY_POWER
+    R[0] *= 1.0 + 1e-6  # white-noise correction: keeps the recursion stable
+    R[0, silent] = 1.0
+    a = np.zeros((order + 1, n_frames))
+    a[0] = 1.0
+    error = R[0].copy()
+    for i in range(1, order + 1):
+        k = -np.einsum("jt,jt->t", a[:i], R[i:0:-1]) / error
+        a[1 : i + 1] += k * a[i - 1 :: -1][:i]
+        error *= 1.0 - k * k
+    taps = a.T.astype(np.float32)
+    stop = 1 + width * n_bands
+    Q = S.T[:, 1:stop] * (
+        np.square(taps @ cos_lags[:, 1:stop]) + np.square(taps @ sin_lags[:, 1:stop])
+    )
+    Q += np.float32(TINY_POWER)
+    out = np.empty((n_bands + 1, n_frames), dtype=np.float32)
+    out[0] = 10.0 * np.log10(R[0] / np.maximum(error, TINY_POWER))
+    bands = Q.reshape(n_frames, n_bands, width)
+    out[1:] = (np.exp(np.log(bands).mean(axis=2)) / bands.mean(axis=2)).T
+    out[0, silent] = 0.0
+    out[1:, silent] = 1.0
+    return out
+
+
+@lru_cache(maxsize=8)
+def _lpc_basis(n_bins: int, order: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cosine sums from a power spectrum to autocorrelation lags, and from taps to ``A(f)``."""
+    n_fft = 2 * (n_bins - 1)
+    phase = 2 * np.pi * np.outer(np.arange(n_bins), np.arange(order + 1)) / n_fft
+    weight = np.full(n_bins, 2.0)
+    weight[[0, -1]] = 1.0
+    lags = weight[:, None] * np.cos(phase) / n_fft  # (n_bins, order + 1)
+    # the last two: (order + 1, n_bins), float32 like the power spectra they multiply
+    out = (lags, np.cos(phase.T).astype(np.float32), np.sin(phase.T).astype(np.float32))
+    for matrix in out:
+        matrix.flags.writeable = False
+    return out

@@ -22,6 +22,7 @@ from voicecheck.constants import (
     N_MELS,
     N_MFCC,
     N_SUBBANDS,
+    PHASE_BANDS,
     WIN_LENGTH,
 )
 
@@ -252,12 +253,21 @@ def test_feature_names_are_unique_stable_and_match_the_values(rng):
     assert table.names == names == features.frame_feature_names()
     assert table.values.shape[0] == len(names) == len(set(names))
     assert len(names) == (
-        3 * N_MFCC + 3 * N_LFCC + N_CQCC + CONTRAST_BANDS + 10 + 2 * N_SUBBANDS + 2 * FINE_BANDS
+        3 * N_MFCC
+        + 3 * N_LFCC
+        + N_CQCC
+        + CONTRAST_BANDS
+        + 10
+        + 2 * N_SUBBANDS
+        + 3 * FINE_BANDS
+        + 1
+        + PHASE_BANDS
     )
     assert names[:2] == ("mfcc_1", "mfcc_2")
     assert {"mfcc_d1_3", "mfcc_d2_3", "lfcc_d1_1", f"lfcc_{N_LFCC}", f"cqcc_{N_CQCC}"} <= set(names)
     assert names[150:154] == ("zcr", "energy_db", "f0_hz", "voicing")
-    assert names[-1] == f"fine_peak_{FINE_BANDS}" and f"subband_d1_{N_SUBBANDS}" in names
+    assert names[-1] == f"phase_dev_{PHASE_BANDS}" and f"subband_d1_{N_SUBBANDS}" in names
+    assert {"lpc_gain_db", f"residual_flatness_{FINE_BANDS}"} <= set(names)
     summary_names = features.summary_names(names)
     assert len(summary_names) == len(set(summary_names)) == 2 * (len(names) - 2) + 2 + 5
     assert summary_names == features.summary_names(names)
@@ -284,6 +294,11 @@ def test_feature_rows_equal_the_individual_extractors(rng):
         "voicing": voicing,
     }
     expected.update(zip(features.spectral_shape_names(), shape, strict=True))
+    excitation = features.lpc_residual(S=S)
+    expected["lpc_gain_db"] = excitation[0]
+    expected[f"residual_flatness_{FINE_BANDS}"] = excitation[FINE_BANDS]
+    phase = features.phase_coherence(X=features.spectrum_frames(y))
+    expected["phase_dev_1"], expected[f"phase_dev_{PHASE_BANDS}"] = phase[0], phase[-1]
     for name, row in expected.items():
         np.testing.assert_allclose(table.row(name), row, rtol=1e-4, atol=1e-5, err_msg=name)
     assert 0 < audible.mean() < 1  # the signal has pauses, which get no pitch

@@ -34,6 +34,12 @@ WIN_LENGTH = 200
 HOP_LENGTH = 80
 """Hop between frames in samples at ``ANALYSIS_SR_HZ`` (10 ms)."""
 
+FEATURE_REVISION = 2
+"""Raised whenever an extractor's values change under the same names (revision 2: pitch
+searched at half the rate, the excitation and phase rows added). It is an analysis constant,
+so the model card records it, a model made from other values refuses to load, and the
+feature cache of training misses."""
+
 N_MELS = 32
 N_MFCC = 20
 N_LINEAR_FILTERS = 32
@@ -43,6 +49,10 @@ FINE_BANDS = 4
 """Bands (1 kHz each) in which the spectral fine structure is measured."""
 ENVELOPE_LIFTER = 24
 """Cepstral coefficients kept for the spectral envelope; the rest is the fine structure."""
+LPC_ORDER = 12
+"""Order of the linear predictor whose residual (the excitation) is described per frame."""
+PHASE_BANDS = 8
+"""Bands (500 Hz each) in which the frame-to-frame phase coherence is measured."""
 N_LFCC = 20
 CQ_BINS_PER_OCTAVE = 12
 CQ_FMIN_HZ = 125.0

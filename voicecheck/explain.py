@@ -108,6 +108,15 @@ CUE_GROUPS: tuple[CueGroup, ...] = (
         pattern=rf"(?:cqcc|fine_spread|fine_peak)_\d+{_STATS}",
     ),
     CueGroup(
+        key="excitation",
+        title="Voice source and phase",
+        description=(
+            "The buzz of the vocal cords left once the shape of the mouth is taken away, and"
+            " how steadily each frequency's phase moves; voice generators rebuild both."
+        ),
+        pattern=rf"(?:lpc_gain_db|residual_flatness_\d+|phase_dev_\d+){_STATS}",
+    ),
+    CueGroup(
         key="spectral_shape",
         title="Brightness and noisiness of the sound",
         description=(
