@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import soxr
 
-from voicecheck import features, neural
+from voicecheck import features
+from voicecheck.research import neural
 from voicecheck.research.vocoders import DEFAULTS, METHODS, PEAK_LIMIT, resynthesize
 
 # voicecheck.research.vocoders imports these on first use; without them (no "vocoders" extra) skip.
