@@ -41,6 +41,8 @@ class Service:
     logger: logging.Logger
     runner: Any = None
     started_at: float = 0.0
+    streams: Any = None
+    """The process's :class:`~voicecheck.service.streams.StreamHub` (live calls)."""
 
 
 def service() -> Service:
@@ -105,6 +107,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(jobs_bp)
     app.register_blueprint(ops_bp)
     app.register_blueprint(docs_bp)
+    if settings.streams:
+        from .streams import StreamHub
+        from .streams import bp as streams_bp
+
+        app.register_blueprint(streams_bp)
+        svc.streams = StreamHub(svc)
     if settings.console:
         from . import console
 

@@ -205,12 +205,18 @@ def keys() -> None:
     help="This key's limit, e.g. 120/minute (0 for none). Default: the server's.",
 )
 @click.option("--expires-in", default=None, help="Make the key stop working after e.g. 90d or 12h.")
+@click.option(
+    "--callback-url",
+    default=None,
+    help="Where the results of this key's live streams are POSTed (first verdict, result).",
+)
 @store_options
 def keys_create(
     name: str,
     scopes: tuple[str, ...],
     rate_limit: str | None,
     expires_in: str | None,
+    callback_url: str | None,
     data_dir: str | None,
     database_url: str | None,
 ) -> None:
@@ -218,9 +224,14 @@ def keys_create(
     import time
 
     from .auth import DEFAULT_SCOPES, create_key, parse_duration
+    from .callbacks import check_callback_url
+    from .settings import load_settings
 
     store = _open_store(data_dir, database_url)
     try:
+        if callback_url:
+            settings = load_settings(_overrides(data_dir, database_url))
+            callback_url = check_callback_url(callback_url, settings)
         expires_at = time.time() + parse_duration(expires_in) if expires_in else None
         row, key = create_key(
             store,
@@ -229,6 +240,8 @@ def keys_create(
             rate_limit=rate_limit,
             expires_at=expires_at,
         )
+        if callback_url:
+            store.set_key_callback(row["id"], callback_url)
     except VoiceCheckError as exc:
         _fail(str(exc))
     click.echo(

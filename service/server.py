@@ -29,6 +29,7 @@ import os
 import shutil
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +72,7 @@ def _child_exit(server: Any, worker: Any, *, store: Store) -> None:
     outcome = TIMED_OUT if getattr(worker, "aborted", False) else INTERRUPTED
     try:
         ended = store.end_in_flight(f"{socket.gethostname()}:{worker.pid}", outcome)
+        store.end_streams(f"{socket.gethostname()}:{worker.pid}", "lost", time.time())
     except StoreError as exc:
         server.log.error("audit rows of worker %s not closed: %s", worker.pid, exc)
         return
@@ -129,6 +131,8 @@ def _worker_exit(server: Any, worker: Any) -> None:
     svc = getattr(app, "extensions", {}).get("voicecheck") if app is not None else None
     if svc is not None and svc.runner is not None:
         svc.runner.stop()
+    if svc is not None and svc.streams is not None:
+        svc.streams.stop()  # every open stream is closed (1001) and stored
 
 
 def serve(
@@ -182,6 +186,9 @@ def serve(
         "graceful_timeout": 30,
         "keepalive": 5,
         "accesslog": "-" if access_log else None,
+        # The path without its query: a stream client may put its key there (?api_key=).
+        "access_log_format": '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(f)s" '
+        '"%(a)s"',
         "errorlog": "-",
         "loglevel": settings.log_level.lower(),
         "proc_name": "voicecheck",

@@ -112,6 +112,14 @@ class Settings:
     cookie_secure : str
         ``auto`` marks the session cookie ``Secure`` when the request came over HTTPS;
         ``always`` or ``never`` force it.
+    streams : bool
+        Serve live calls over WebSocket (``/v1/streams``, ``/v1/streams/twilio``).
+    stream_max_per_key : int
+        Most streams one key may have open at once, across every server process.
+    stream_idle_timeout_s : float
+        A stream that sends nothing for this long is closed (what was heard is stored).
+    stream_max_message_kb : float
+        Largest WebSocket message a stream may send, in KiB.
     """
 
     data_dir: str = field(default_factory=lambda: str(default_data_dir()))
@@ -146,6 +154,10 @@ class Settings:
     sign_in_max_failures: int = 5
     sign_in_lock_minutes: float = 15.0
     cookie_secure: str = "auto"
+    streams: bool = True
+    stream_max_per_key: int = 50
+    stream_idle_timeout_s: float = 15.0
+    stream_max_message_kb: float = 256.0
 
     @property
     def database(self) -> str:
@@ -275,6 +287,9 @@ def load_settings(
         "session_max_hours",
         "sign_in_max_failures",
         "sign_in_lock_minutes",
+        "stream_max_per_key",
+        "stream_idle_timeout_s",
+        "stream_max_message_kb",
     )
     for key in positive:
         if getattr(settings, key) <= 0:

@@ -41,6 +41,7 @@ api_keys = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("revoked_at", sa.Float, nullable=True),
     sa.Column("expires_at", sa.Float, nullable=True),
+    sa.Column("callback_url", sa.String(2000), nullable=True),
 )
 
 analyses = sa.Table(
@@ -167,6 +168,28 @@ case_notes = sa.Table(
     sa.Column("user_id", sa.String(32), nullable=True),
     sa.Column("user_name", sa.String(200), nullable=True),
     sa.Column("text", sa.Text, nullable=False),
+)
+
+streams = sa.Table(
+    "streams",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("external_id", sa.String(100), nullable=True, index=True),  # Twilio's streamSid
+    sa.Column("kind", sa.String(20), nullable=False),  # "raw" or "twilio"
+    sa.Column("key_id", sa.String(32), nullable=True, index=True),
+    sa.Column("call_id", sa.String(200), nullable=True),
+    sa.Column("status", sa.String(20), nullable=False, index=True),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("ended_at", sa.Float, nullable=True),
+    sa.Column("heard_s", sa.Float, nullable=True),
+    sa.Column("windows", sa.Integer, nullable=True),
+    sa.Column("score", sa.Float, nullable=True),
+    sa.Column("verdict", sa.String(20), nullable=True),
+    sa.Column("state", sa.Text, nullable=True),
+    sa.Column("analysis_id", sa.String(40), nullable=True),
+    sa.Column("worker", sa.String(100), nullable=True, index=True),
+    sa.Column("callback_status", sa.String(200), nullable=True),
 )
 
 meta = sa.Table(
@@ -531,6 +554,14 @@ class Store:
         with self.begin() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
 
+    def set_key_callback(self, key_id: str, url: str | None) -> bool:
+        """Set (or clear) the URL a key's live-stream results are POSTed to."""
+        with self.begin() as conn:
+            result = conn.execute(
+                api_keys.update().where(api_keys.c.id == key_id).values(callback_url=url)
+            )
+        return result.rowcount == 1
+
     def revoke_key(self, key_id: str, when: float) -> bool:
         """Revoke a key; False when it was already revoked or does not exist."""
         with self.begin() as conn:
@@ -714,6 +745,88 @@ class Store:
                     )
                 }
         return [p for p in paths if p not in still]
+
+    # --- live streams ------------------------------------------------------------------
+
+    def open_stream(self, row: dict[str, Any]) -> None:
+        """Store a new live stream.
+
+        Its state is written as it goes without waiting for the disk (like a ``received``
+        audit row); :meth:`finish_stream` writes the end fully synchronised.
+        """
+        try:
+            with self._unsynced.begin() as conn:
+                conn.execute(streams.insert(), fit(streams, row))
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"the store failed: {_reason(exc)}") from None
+
+    def update_streams(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Write the live state of several streams at once (each dict names its ``id``)."""
+        if not rows:
+            return
+        try:
+            with self._unsynced.begin() as conn:
+                for r in rows:
+                    values = {k: v for k, v in r.items() if k != "id"}
+                    conn.execute(
+                        streams.update()
+                        .where(streams.c.id == r["id"])
+                        .values(**fit(streams, values))
+                    )
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"the store failed: {_reason(exc)}") from None
+
+    def get_stream(self, ident: str) -> dict[str, Any] | None:
+        """A stream by its id, or by the carrier's id (Twilio's ``streamSid``), newest first."""
+        with self.begin() as conn:
+            row = conn.execute(sa.select(streams).where(streams.c.id == ident)).first()
+            if row is None:
+                row = conn.execute(
+                    sa.select(streams)
+                    .where(streams.c.external_id == ident)
+                    .order_by(streams.c.started_at.desc())
+                    .limit(1)
+                ).first()
+        return dict(row._mapping) if row else None
+
+    def finish_stream(
+        self,
+        stream: dict[str, Any],
+        analysis: dict[str, Any] | None,
+        audit_row: dict[str, Any],
+    ) -> None:
+        """Store a finished stream: final state, analysis (if any), audit row, at once."""
+        with self.begin() as conn:
+            if analysis is not None:
+                conn.execute(analyses.insert(), fit(analyses, analysis))
+            self.write_audit([audit_row], conn=conn)
+            values = {k: v for k, v in stream.items() if k != "id"}
+            conn.execute(
+                streams.update().where(streams.c.id == stream["id"]).values(**fit(streams, values))
+            )
+
+    def count_open_streams(self, key_id: str, up_to: int) -> int:
+        """How many streams ``key_id`` has open, up to the one whose audit row is ``up_to``.
+
+        Open streams are those whose audit row is still ``received`` on a stream path.
+        """
+        q = sa.select(sa.func.count()).where(
+            _in_flight(),
+            audit.c.key_id == key_id,
+            audit.c.path.like("/v1/streams%"),
+            audit.c.id <= up_to,
+        )
+        with self.begin() as conn:
+            return int(conn.execute(q).scalar() or 0)
+
+    def end_streams(self, worker: str, status: str, now: float) -> int:
+        """Give the live streams of ``worker`` (a process that ended) the ``status``."""
+        with self.begin() as conn:
+            return conn.execute(
+                streams.update()
+                .where(streams.c.worker == worker, streams.c.status == "live")
+                .values(status=status, ended_at=now, updated_at=now)
+            ).rowcount
 
     # --- console users, sessions and case notes ----------------------------------------
 
