@@ -111,6 +111,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_batch.py
 	$(BIN)/python benchmarks/bench_service.py
 	$(BIN)/python benchmarks/bench_console.py
+	$(BIN)/python benchmarks/bench_streams.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache sample-call.wav
