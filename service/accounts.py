@@ -4,7 +4,10 @@ Officials sign in to the web console with a name and a password; partner systems
 keys (:mod:`.auth`) and never a password. Passwords are hashed with scrypt (RFC 7914,
 through :func:`werkzeug.security.generate_password_hash`, a random salt per password);
 only the hash is stored. After ``sign_in_max_failures`` wrong passwords in a row an
-account is locked for ``sign_in_lock_minutes``.
+account is locked for ``sign_in_lock_minutes``. Besides, one client address may fail to sign
+in at most ``sign_in_address_max_failures`` times in ``sign_in_address_window_minutes``,
+whatever names it tries (:func:`address_wait_s`); the count is read from the audit log's
+``sign_in_failed`` rows, so every server process sees the same one.
 
 A session is a random token in an ``HttpOnly``, ``SameSite=Lax`` cookie; the store keeps
 only its sha256, with the user, a CSRF token, and its start and last use, so signing out
@@ -20,11 +23,12 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from voicecheck.errors import VoiceCheckError
 
-from .store import new_id
+from .store import audit, fit, new_id
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -34,6 +38,8 @@ MIN_PASSWORD_CHARS = 10
 MAX_PASSWORD_CHARS = 256
 MAX_NAME_CHARS = 100
 PASSWORD_METHOD = "scrypt:32768:8:1"  # N=2**15, r=8, p=1: 32 MiB and 0.05-0.12 s per check here
+SIGN_IN_FAILED = "sign_in_failed"
+"""Outcome of the audit row of a failed sign-in (the rows the address throttle counts)."""
 
 
 class AccountError(VoiceCheckError):
@@ -178,6 +184,43 @@ def authenticate(store: Store, name: str, password: str, settings: Settings) -> 
         raise SignInError("this account is disabled; ask an administrator")
     store.update_user(user["id"], failed_count=0, locked_until=None, last_sign_in_at=now)
     return user
+
+
+def address_wait_s(
+    store: Store, client_addr: str | None, settings: Settings, *, now: float | None = None
+) -> float:
+    """Seconds before ``client_addr`` may try to sign in again; 0 while it may.
+
+    An address is held back once ``sign_in_address_max_failures`` sign-ins from it failed
+    within the last ``sign_in_address_window_minutes`` (any user names, known or not), until
+    the oldest of those failures is older than the window. Failures are the audit log's
+    ``sign_in_failed`` rows, which every server process writes before answering, so the
+    limit holds across processes and servers sharing the store; requests that arrive
+    together may each pass the check before the others' rows are written, so a burst can
+    overshoot the limit by the number of requests answered at once. A successful sign-in
+    clears nothing: failures age out of the window on their own. ``0`` failures turns the
+    throttle off.
+    """
+    limit = settings.sign_in_address_max_failures
+    if limit <= 0 or not client_addr:
+        return 0.0
+    now = time.time() if now is None else now
+    window_s = settings.sign_in_address_window_minutes * 60
+    newest = (
+        sa.select(audit.c.time)
+        .where(
+            audit.c.time > now - window_s,
+            audit.c.client_addr == fit(audit, {"client_addr": client_addr})["client_addr"],
+            audit.c.outcome == SIGN_IN_FAILED,
+        )
+        .order_by(audit.c.time.desc())
+        .limit(limit)
+    )
+    with store.begin() as conn:
+        times = conn.execute(newest).scalars().all()
+    if len(times) < limit:
+        return 0.0
+    return max(0.0, min(times) + window_s - now)
 
 
 def _digest(token: str) -> str:

@@ -48,7 +48,9 @@ from voicecheck.explain import meaning_text, percent, promise_text, score_rates,
 
 from . import Service, service
 from .accounts import (
+    SIGN_IN_FAILED,
     SignInError,
+    address_wait_s,
     authenticate,
     end_session,
     same_token,
@@ -224,6 +226,9 @@ def sign_in() -> Response:
     name = ""
     if request.method == "POST":
         name = (request.form.get("name") or "").strip()
+        wait_s = address_wait_s(svc.store, request.remote_addr, svc.settings)
+        if wait_s > 0:
+            return _throttled(svc, name, wait_s)
         if not same_token(request.cookies.get(PRE_CSRF_COOKIE), request.form.get("csrf_token")):
             error = "The sign-in form had expired. Please try again."
             status = 403
@@ -235,7 +240,7 @@ def sign_in() -> Response:
             except SignInError as exc:
                 error = exc.message[0].upper() + exc.message[1:] + "."
                 status = 401
-                _audit_console("sign_in_failed", status=401, user_name=name or None)
+                _audit_console(SIGN_IN_FAILED, status=401, user_name=name or None)
             else:
                 token = start_session(
                     svc.store,
@@ -272,6 +277,29 @@ def sign_in() -> Response:
         secure=_secure_cookie(svc),
         path="/sign-in",
     )
+    return response
+
+
+def _throttled(svc: Service, name: str, wait_s: float) -> Response:
+    """The 429 page for an address with too many failed sign-ins (no password is checked)."""
+    _audit_console("sign_in_throttled", status=429, user_name=name or None)
+    limit = svc.settings.sign_in_address_max_failures
+    window = svc.settings.sign_in_address_window_minutes
+    seconds = max(1, math.ceil(wait_s))
+    minutes = math.ceil(seconds / 60)
+    wait = (
+        f"{seconds} second{'s' * (seconds != 1)}"
+        if seconds < 60
+        else f"{minutes} minute{'s' * (minutes != 1)}"
+    )
+    response = render_error(
+        429,
+        "Too many failed sign-ins",
+        f"There were {limit} failed sign-in{'s' * (limit != 1)} from your network address in "
+        f"the last {window:g} minute{'s' * (window != 1)}, so signing in from it is paused. "
+        f"Please try again in {wait}. This holds for the address, not for any account.",
+    )
+    response.headers["Retry-After"] = str(seconds)
     return response
 
 

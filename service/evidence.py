@@ -527,7 +527,10 @@ FONT_FILES = {
     (FONT, "B"): "DejaVuSans-Bold.ttf",
     (MONO, ""): "DejaVuSansMono.ttf",
 }
-"""Fonts registered in every report, from matplotlib's bundled fonts (Unicode coverage)."""
+"""Fonts registered in every report, from matplotlib's bundled fonts (Unicode coverage). DejaVu
+Sans draws Latin, Greek, Cyrillic, Arabic (with its joining forms) and Hebrew; text is shaped
+with HarfBuzz (see :func:`_new_pdf`), so Arabic letters join and right-to-left words run from
+right to left."""
 
 FALLBACK_FILE = "LastResortHE-Regular.ttf"
 """matplotlib's last-resort font, for characters DejaVu lacks (Chinese, Japanese, Hindi, ...):
@@ -662,6 +665,12 @@ def _new_pdf(case: Mapping[str, Any], case_id: str):
         fallbacks.append(FALLBACK)
     if fallbacks:
         pdf.set_fallback_fonts(fallbacks, exact_match=False)
+    # HarfBuzz (uharfbuzz) shapes the text: Arabic letters take their joined forms and
+    # ligatures, and each paragraph is laid out by the Unicode bidirectional algorithm, its
+    # direction taken from its first letter (a note in Hebrew or Arabic reads right to left,
+    # a Latin name inside it stays left to right). Each glyph maps back to its characters,
+    # so text copied or extracted from the report reads in the order it was written.
+    pdf.set_text_shaping(use_shaping_engine=True)
     pdf.set_margins(left=18, top=18, right=18)
     pdf.set_auto_page_break(auto=True, margin=20)
     return pdf

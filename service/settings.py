@@ -91,7 +91,10 @@ class Settings:
     callback_secret : str
         When set, callbacks carry ``X-VoiceCheck-Signature: sha256=<HMAC of the body>``.
     trusted_proxies : int
-        Number of reverse proxies in front of the service whose ``X-Forwarded-For`` to trust.
+        Number of reverse proxies in front of the service whose ``X-Forwarded-For`` to trust:
+        the client's address (for the audit log and the sign-in throttle) is the entry that
+        many places from the right. With ``0`` the header is ignored and the address is the
+        connection's.
     log_level : str
         ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``.
     log_format : str
@@ -109,6 +112,12 @@ class Settings:
         Failed sign-ins in a row that lock an account.
     sign_in_lock_minutes : float
         How long a locked account stays locked (``voicecheck users unlock`` ends it early).
+    sign_in_address_max_failures : int
+        Failed console sign-ins from one client address, whatever the user names, after
+        which that address is refused (429 with ``Retry-After``) until the oldest of them is
+        ``sign_in_address_window_minutes`` old; ``0`` turns this off.
+    sign_in_address_window_minutes : float
+        The window over which ``sign_in_address_max_failures`` are counted.
     cookie_secure : str
         ``auto`` marks the session cookie ``Secure`` when the request came over HTTPS;
         ``always`` or ``never`` force it.
@@ -153,6 +162,8 @@ class Settings:
     session_max_hours: float = 12.0
     sign_in_max_failures: int = 5
     sign_in_lock_minutes: float = 15.0
+    sign_in_address_max_failures: int = 20
+    sign_in_address_window_minutes: float = 10.0
     cookie_secure: str = "auto"
     streams: bool = True
     stream_max_per_key: int = 50
@@ -287,6 +298,7 @@ def load_settings(
         "session_max_hours",
         "sign_in_max_failures",
         "sign_in_lock_minutes",
+        "sign_in_address_window_minutes",
         "stream_max_per_key",
         "stream_idle_timeout_s",
         "stream_max_message_kb",
@@ -294,6 +306,9 @@ def load_settings(
     for key in positive:
         if getattr(settings, key) <= 0:
             raise SettingsError(f"setting {key} is {getattr(settings, key)}; expected more than 0")
+    for key in ("trusted_proxies", "sign_in_address_max_failures"):
+        if getattr(settings, key) < 0:
+            raise SettingsError(f"setting {key} is {getattr(settings, key)}; expected 0 or more")
     if settings.log_format not in {"json", "text"}:
         raise SettingsError(f"setting log_format is {settings.log_format!r}; expected json or text")
     if settings.cookie_secure not in {"auto", "always", "never"}:
