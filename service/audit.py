@@ -13,6 +13,49 @@ of memory, or stopped by gunicorn's ``--timeout``), the master process gives its
 the outcome ``interrupted`` or ``timed_out`` (status 0: no answer was sent); rows left
 by a server that stopped altogether are given ``interrupted`` when the next one starts.
 So the audit log holds a row for every such request a worker began, answered or not.
+
+The hash chain
+--------------
+The log is tamper-evident: each complete row carries its place in one hash chain per
+store, ``seq`` (1, 2, 3, ...), the hash of the row before it, ``prev_hash`` (64 zeros for
+the first), and its own ``hash``. A row is chained once, when it is complete: a row
+appended whole is chained as it is written; a write-ahead ``received`` row is not
+chained while its request is in flight, and is chained, with the next sequence number,
+by the write that completes it (the answer, or ``interrupted`` / ``timed_out``). So
+the chain holds every row's final content, in the order the rows were completed, and a
+chained row is never changed again: an answer for a row that is chained already is
+appended as a row of its own. Appends are serialised through the chain's head (the
+``audit_chain`` table's one row, written first in each appending transaction: the
+database's write lock on SQLite, the row's lock on PostgreSQL), so several worker
+processes keep one unbroken chain.
+
+A row's hash is the SHA-256 (lower-case hex) of its canonical text: the JSON object of
+its columns except ``hash``, leaving out those that are null, with keys sorted, no
+spaces (``separators=(",", ":")``), non-ASCII characters kept as UTF-8, and the float
+columns (``time``, ``duration_s``, ``processing_ms``, ``score``) written as text with
+six decimals (``format(x, ".6f")``); ``seq`` and ``prev_hash`` are among the columns
+hashed. :func:`verify` recomputes every hash and link; ``voicecheck audit export
+--format jsonl`` writes each chained row with its ``seq``, ``prev_hash`` and ``hash``,
+so that anyone can recompute them from the export alone::
+
+    prev = None
+    for line in open("audit.jsonl", encoding="utf-8"):
+        entry = json.loads(line)
+        doc = {k: v for k, v in entry["row"].items() if v is not None}
+        for k in ("time", "duration_s", "processing_ms", "score"):
+            if k in doc:
+                doc[k] = format(doc[k], ".6f")
+        doc.update(seq=entry["seq"], prev_hash=entry["prev_hash"])
+        text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert hashlib.sha256(text.encode()).hexdigest() == entry["hash"]
+        assert prev is None or entry["prev_hash"] == prev
+        prev = entry["hash"]
+
+Rows written before the store had a chain (``id`` up to the head's ``first_id``) stay
+unchained; :func:`verify` counts them apart and does not call them tampering. Deleting
+rows at the end of the log is found by comparing the last row with the chain's head;
+whoever can rewrite the head and every row's hash can rewrite history, which is why an
+export (or the hashes printed in an evidence report) kept elsewhere is the anchor.
 """
 
 from __future__ import annotations
@@ -24,15 +67,25 @@ import os
 import socket
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flask import Response, g, request
 
 from .problems import error_response
-from .store import AUDIT_COLUMNS, RECEIVED, StoreError, iso
+from .store import (
+    AUDIT_COLUMNS,
+    CHAIN_COLUMNS,
+    GENESIS,
+    RECEIVED,
+    StoreError,
+    chain_hash,
+    iso,
+)
 
 if TYPE_CHECKING:
     from . import Service
+    from .store import Store
 
 
 NO_ANSWER = 0
@@ -142,3 +195,179 @@ def export(rows: Iterable[dict[str, Any]], fmt: str, out: io.TextIOBase) -> int:
         out.write("\n]\n" if n else "]\n")
         return n
     raise ValueError(f"unknown export format {fmt!r}; expected csv or json")
+
+
+def chain_entry(row: dict[str, Any]) -> dict[str, Any]:
+    """An exported chain entry: ``seq``, ``prev_hash``, ``hash`` and the ``row`` hashed."""
+    return {
+        "seq": row["seq"],
+        "prev_hash": row["prev_hash"],
+        "hash": row["hash"],
+        "time_iso": iso(row["time"]),
+        "row": {k: row.get(k) for k in AUDIT_COLUMNS if k not in CHAIN_COLUMNS},
+    }
+
+
+def export_chain(rows: Iterable[dict[str, Any]], out: io.TextIOBase) -> int:
+    """Write chained audit rows as JSON lines (one :func:`chain_entry` a line); the count."""
+    n = 0
+    for row in rows:
+        out.write(json.dumps(chain_entry(row), ensure_ascii=False, sort_keys=True) + "\n")
+        n += 1
+    return n
+
+
+@dataclass
+class ChainReport:
+    """What :func:`verify` found.
+
+    ``problem`` is None on an intact chain; otherwise it says what is wrong with the first
+    bad row, named by ``bad_id`` (the row's id, None when the row is gone) and ``bad_seq``;
+    ``kind`` is ``content_changed``, ``row_missing``, ``order_changed`` or ``unchained``.
+    """
+
+    checked: int = 0
+    last_seq: int = 0
+    legacy: int = 0
+    in_flight: int = 0
+    problem: str | None = None
+    kind: str | None = None
+    bad_id: int | None = None
+    bad_seq: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no row was found changed, missing, out of order or outside the chain."""
+        return self.problem is None
+
+    def summary(self) -> str:
+        """One line for a person."""
+        if not self.ok:
+            return f"audit log NOT intact: {self.problem}"
+        text = f"audit log intact: {self.checked} chained row(s), sequence 1-{self.last_seq}"
+        if not self.checked:
+            text = "audit log intact: no chained rows yet"
+        if self.legacy:
+            text += (
+                f"; {self.legacy} older row(s) written before the chain began are unchained "
+                "and cannot be checked"
+            )
+        if self.in_flight:
+            text += f"; {self.in_flight} row(s) still in flight, chained when answered"
+        return text
+
+
+def _bad(report: ChainReport, kind: str, row: dict[str, Any] | None, seq: int, text: str) -> None:
+    report.kind, report.bad_seq, report.problem = kind, seq, text
+    report.bad_id = row["id"] if row is not None else None
+
+
+def _name(row: dict[str, Any]) -> str:
+    return f"row id {row['id']} (sequence {row['seq']})"
+
+
+def verify(store: Store) -> ChainReport:
+    """Check the audit log's hash chain: every hash, every link, no gap, the head.
+
+    Stops at the first bad row. A row whose recomputed hash differs was changed; a
+    sequence number skipped means a row is missing; a row whose ``prev_hash`` is the hash
+    of a row elsewhere in the chain was moved. Complete rows outside the chain that are
+    newer than it are reported too (added behind the service's back).
+    """
+    report = ChainReport()
+    head = store.audit_chain_head()
+    expected, prev, before = 1, GENESIS, None
+    for row in store.chained_audit_rows():
+        seq = int(row["seq"])
+        if seq < expected:  # cannot happen while the unique index on seq stands
+            _bad(report, "order_changed", row, seq, f"{_name(row)} repeats sequence {seq}")
+            return report
+        if seq > expected:
+            gap = f"{expected}" if seq == expected + 1 else f"{expected}-{seq - 1}"
+            origin = _name(before) if before else "its start"
+            _bad(
+                report,
+                "row_missing",
+                None,
+                expected,
+                f"sequence {gap} is missing (deleted?): the chain jumps from {origin} "
+                f"to {_name(row)}",
+            )
+            return report
+        if row["prev_hash"] != prev:
+            moved = store.audit_row_by_hash(row["prev_hash"]) if row["prev_hash"] else None
+            if moved is not None and moved["id"] != (before or {}).get("id"):
+                _bad(
+                    report,
+                    "order_changed",
+                    row,
+                    seq,
+                    f"order changed: {_name(row)} was chained after {_name(moved)}, but "
+                    f"now stands after "
+                    f"{_name(before) if before else 'the start of the chain'}",
+                )
+            elif before is not None and chain_hash(row, seq, row["prev_hash"]) == row["hash"]:
+                _bad(
+                    report,
+                    "content_changed",
+                    before,
+                    before["seq"],
+                    f"content changed: {_name(before)} is not the row that {_name(row)} "
+                    "was chained after (its hash differs from the one recorded there)",
+                )
+            else:
+                _bad(
+                    report,
+                    "content_changed",
+                    row,
+                    seq,
+                    f"content changed: {_name(row)} no longer matches its chain link",
+                )
+            return report
+        if chain_hash(row, seq, prev) != row["hash"]:
+            _bad(
+                report,
+                "content_changed",
+                row,
+                seq,
+                f"content changed: {_name(row)} no longer matches its hash",
+            )
+            return report
+        report.checked += 1
+        report.last_seq = seq
+        prev, before, expected = row["hash"], row, expected + 1
+    if int(head["seq"]) > report.last_seq:
+        first = report.last_seq + 1
+        gap = f"{first}" if first == head["seq"] else f"{first}-{head['seq']}"
+        _bad(
+            report,
+            "row_missing",
+            None,
+            first,
+            f"sequence {gap} is missing (deleted?): the chain's head is at {head['seq']} but "
+            f"its last row is sequence {report.last_seq}",
+        )
+        return report
+    if head["hash"] != prev:
+        _bad(
+            report,
+            "content_changed",
+            before,
+            report.last_seq,
+            f"content changed: the chain's head does not match its last row"
+            f"{f', {_name(before)}' if before else ''}",
+        )
+        return report
+    unchained = store.unchained_audit(int(head["first_id"]))
+    report.legacy, report.in_flight = unchained["legacy"], unchained["in_flight"]
+    if unchained["outside"]:
+        ids = ", ".join(str(i) for i in unchained["outside"])
+        more = unchained["outside_count"] - len(unchained["outside"])
+        row_id = unchained["outside"][0]
+        report.kind, report.bad_id, report.bad_seq = "unchained", row_id, None
+        report.problem = (
+            f"row id {row_id} is complete but not in the chain (added or altered outside "
+            f"voicecheck): rows {ids}{f' and {more} more' if more > 0 else ''}"
+        )
+    return report

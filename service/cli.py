@@ -454,7 +454,7 @@ def users_enable(name: str, data_dir: str | None, database_url: str | None) -> N
 
 @click.group()
 def audit() -> None:
-    """Read the audit log."""
+    """Read, export and check the audit log."""
 
 
 def _parse_time(value: str | None) -> float | None:
@@ -471,7 +471,12 @@ def _parse_time(value: str | None) -> float | None:
 
 @audit.command("export")
 @click.option(
-    "--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "json", "jsonl"]),
+    default="csv",
+    show_default=True,
+    help="jsonl: the hash chain, one chained row a line with its seq, prev_hash and hash.",
 )
 @click.option(
     "--output",
@@ -492,7 +497,7 @@ def audit_export(
     data_dir: str | None,
     database_url: str | None,
 ) -> None:
-    """Export the audit log as CSV or JSON.
+    """Export the audit log as CSV or JSON, or its hash chain as JSON lines.
 
     One row per analysed file and per refused request; status is the HTTP status
     answered and outcome "ok", "queued", "duplicate" or the problem's code. Rows of
@@ -500,19 +505,59 @@ def audit_export(
     request is still being answered, "interrupted" when its worker process died first,
     "timed_out" when gunicorn stopped the worker for running past --timeout. The worker
     column names the process (host:pid) that took the request.
-    """
-    from .audit import export
 
+    With --format jsonl, the rows of the hash chain in chain order, each line holding
+    the row with its seq, prev_hash and hash (see `voicecheck audit verify`); --since
+    starts at the first chained row at or after that time and takes every later one,
+    so that the lines link up. Rows not chained yet (in flight, or written before the
+    chain began) are not in it.
+    """
+    from .audit import export, export_chain
+
+    start, end = _parse_time(since), _parse_time(until)
     store = _open_store(data_dir, database_url)
-    rows = store.audit_rows(since=_parse_time(since), until=_parse_time(until), key_id=key_id)
+    if fmt == "jsonl":
+        if until or key_id:
+            _fail("--until and --key would break the chain's links; jsonl takes --since only")
+        try:
+            first = store.first_seq_since(start) if start is not None else 1
+        except VoiceCheckError as exc:
+            _fail(str(exc))
+        rows = store.chained_audit_rows(from_seq=first) if first is not None else iter(())
+    else:
+        rows = store.audit_rows(since=start, until=end, key_id=key_id)
     try:
         if output:
             with open(output, "w", encoding="utf-8", newline="") as fh:
-                n = export(rows, fmt, fh)
+                n = export_chain(rows, fh) if fmt == "jsonl" else export(rows, fmt, fh)
             click.echo(f"wrote {n} audit row(s) to {output}", err=True)
+        elif fmt == "jsonl":
+            export_chain(rows, sys.stdout)
         else:
             export(rows, fmt, sys.stdout)
     except OSError as exc:
         _fail(f"cannot write {output}: {exc.strerror}")
     except VoiceCheckError as exc:
         _fail(str(exc))
+
+
+@audit.command("verify")
+@store_options
+def audit_verify(data_dir: str | None, database_url: str | None) -> None:
+    """Check the audit log's hash chain; exit 1 naming the first bad row.
+
+    Every chained row's hash is recomputed and its link to the row before checked, and
+    the last row is compared with the chain's head. A row edited, deleted or moved is
+    reported with its id and sequence number. Rows written before the chain began are
+    counted as unchained, not as tampering.
+    """
+    from .audit import verify
+
+    store = _open_store(data_dir, database_url)
+    try:
+        report = verify(store)
+    except VoiceCheckError as exc:
+        _fail(str(exc))
+    if not report.ok:
+        _fail(report.summary())
+    click.echo(report.summary())

@@ -494,6 +494,22 @@ def build_case(row: dict[str, Any]) -> dict[str, Any]:
             }
             for r in svc.store.same_recording(row["sha256"], exclude=row["id"])
         ],
+        # the case's audit rows with their places in the hash chain, to check against
+        # an export (`voicecheck audit export --format jsonl`)
+        "audit": [
+            {
+                "seq": r["seq"],
+                "id": r["id"],
+                "time": iso(r["time"]),
+                "method": r["method"],
+                "path": r["path"],
+                "status": r["status"],
+                "outcome": r["outcome"],
+                "prev_hash": r["prev_hash"],
+                "hash": r["hash"],
+            }
+            for r in svc.store.case_audit_rows(row["id"])
+        ],
     }
 
 

@@ -836,6 +836,51 @@ def _timeline(pdf, png: bytes) -> None:
     pdf.set_y(pdf.get_y() + height + 2)
 
 
+def _audit_rows(pdf, rows: Sequence[Mapping[str, Any]]) -> None:
+    """The case's audit rows, each with its place in the audit log's hash chain."""
+    _heading(pdf, "The audit log")
+    if not rows:
+        _paragraph(pdf, "No audit log records are attached to this report.")
+        return
+    _paragraph(
+        pdf,
+        "The service's audit log recorded these requests about this case. Each record "
+        "carries its sequence number in the log's hash chain and its SHA-256 chain hash, "
+        "computed over the record and the hash of the record before it, so no record can "
+        "be changed, removed or moved without breaking the chain. To check them, compare "
+        "each hash with the line of the same sequence number in an export of the log "
+        "(voicecheck audit export --format jsonl); voicecheck audit verify checks the "
+        "whole chain.",
+    )
+    pdf.ln(1)
+    for row in rows:
+        what = " ".join(str(row.get(k)) for k in ("method", "path") if row.get(k))
+        outcome = row.get("outcome") or NOT_RECORDED
+        status = f" (HTTP {row['status']})" if row.get("status") else ""
+        seq = row.get("seq")
+        title = f"Sequence {seq}" if seq is not None else "Not chained"
+        when = row.get("time")
+        if isinstance(when, int | float):
+            when = datetime.fromtimestamp(when, UTC).isoformat()
+        _paragraph(
+            pdf,
+            f"{title} · record id {row.get('id')} · {_utc(when)} · {what} · {outcome}{status}",
+            bold=True,
+            size=9.5,
+        )
+        if seq is None:
+            _paragraph(
+                pdf,
+                "Written before the audit log was chained, or still being answered: "
+                "this record has no chain hash.",
+                size=9.5,
+            )
+        else:
+            _fact(pdf, "Chain hash", row.get("hash"), mono=True)
+            _fact(pdf, "Previous hash", row.get("prev_hash"), mono=True)
+        pdf.ln(1)
+
+
 def evidence_pdf(case: Mapping[str, Any], *, timeline: bytes | None = None) -> bytes:
     """Write the evidence report of one analysis, an A4 PDF for a non-technical reader.
 
@@ -857,7 +902,10 @@ def evidence_pdf(case: Mapping[str, Any], *, timeline: bytes | None = None) -> b
         ``title`` and ``text``), ``audio`` (``container``, ``codec``, ``sample_rate``,
         ``channels``, ``duration_s``, ``size_bytes``), ``model`` (``id``, ``version``,
         ``name``, ``created``, ``eer``, ``protocol``), ``notes`` (each ``time``,
-        ``author``, ``text``) and ``generated_at``. Every key may be missing.
+        ``author``, ``text``), ``generated_at`` and ``audit`` (the case's audit log rows,
+        each ``id``, ``time``, ``method``, ``path``, ``status``, ``outcome``, ``seq``,
+        ``prev_hash`` and ``hash``; the section is left out without this key). Every key
+        may be missing.
     timeline : bytes, optional
         A PNG from :func:`timeline_png`, drawn at the page's width.
 
@@ -1034,6 +1082,9 @@ def evidence_pdf(case: Mapping[str, Any], *, timeline: bytes | None = None) -> b
         _paragraph(pdf, who or "Note", bold=True, size=9.5)
         _paragraph(pdf, note["text"])
         pdf.ln(2)
+
+    if "audit" in case:
+        _audit_rows(pdf, [r for r in case.get("audit") or [] if isinstance(r, Mapping)])
 
     _heading(pdf, "How to read this report")
     _paragraph(

@@ -12,6 +12,7 @@ it flushes both.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import time
 import uuid
@@ -91,8 +92,33 @@ audit = sa.Table(
     sa.Column("job_id", sa.String(40), nullable=True),
     sa.Column("user_name", sa.String(200), nullable=True),
     sa.Column("worker", sa.String(100), nullable=True),
+    # The hash chain (see "The hash chain" in service/audit.py); null until a row is chained.
+    sa.Column("seq", sa.BigInteger, nullable=True),
+    sa.Column("prev_hash", sa.String(64), nullable=True),
+    sa.Column("hash", sa.String(64), nullable=True),
     sa.Index("ix_audit_key_time", "key_id", "time"),
+    sa.Index("uq_audit_seq", "seq", unique=True),
 )
+
+audit_chain = sa.Table(
+    "audit_chain",
+    metadata,
+    sa.Column("name", sa.String(20), primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),  # the last chained row's sequence
+    sa.Column("hash", sa.String(64), nullable=False),  # and its hash
+    sa.Column("first_id", sa.BigInteger, nullable=False),  # rows up to this id predate the chain
+    sa.Column("started_at", sa.Float, nullable=False),
+)
+"""The head of the audit log's hash chain: one row, locked by every append."""
+
+CHAIN = "audit"
+"""The name of the audit log's row in ``audit_chain``."""
+
+GENESIS = "0" * 64
+"""The ``prev_hash`` of the first chained row."""
+
+CHAIN_COLUMNS = ("seq", "prev_hash", "hash")
+"""Columns of the audit log that the chain writes; a caller's row never sets them."""
 
 RECEIVED = "received"
 """Outcome of an audit row whose request is still being answered (written before the work)."""
@@ -201,6 +227,33 @@ meta = sa.Table(
 
 AUDIT_COLUMNS = [c.name for c in audit.columns]
 
+HASHED_FLOATS = tuple(c.name for c in audit.columns if isinstance(c.type, sa.Float))
+"""Audit columns holding floats, hashed as text with six decimals."""
+
+
+def chain_document(row: dict[str, Any], seq: int, prev_hash: str) -> str:
+    """The canonical text of an audit row that its chain hash is computed over.
+
+    JSON with sorted keys and no spaces (UTF-8, non-ASCII kept) of the row's columns
+    except ``hash``, leaving out those that are null, with ``seq`` and ``prev_hash``
+    set; the float columns (:data:`HASHED_FLOATS`) are written as text with six
+    decimals (``format(x, ".6f")``).
+    """
+    doc: dict[str, Any] = {}
+    for name in AUDIT_COLUMNS:
+        value = row.get(name)
+        if name in CHAIN_COLUMNS or value is None:
+            continue
+        doc[name] = format(float(value), ".6f") if name in HASHED_FLOATS else value
+    doc["seq"] = int(seq)
+    doc["prev_hash"] = prev_hash
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def chain_hash(row: dict[str, Any], seq: int, prev_hash: str) -> str:
+    """The chain hash of an audit row: SHA-256 (hex) of :func:`chain_document`."""
+    return hashlib.sha256(chain_document(row, seq, prev_hash).encode("utf-8")).hexdigest()
+
 
 def fit(table: sa.Table, values: dict[str, Any]) -> dict[str, Any]:
     """``values`` made storable in ``table`` on every database.
@@ -239,8 +292,8 @@ def iso(t: float | None) -> str | None:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-_AUDIT_BY_ID = audit.update().where(audit.c.id == sa.bindparam("_audit_id"))
-"""Completes an audit row; the columns set are the parameters' other keys."""
+_AUDIT_BY_ID = audit.update().where(audit.c.id == sa.bindparam("_audit_id"), audit.c.seq.is_(None))
+"""Completes an audit row not chained yet; the columns set are the parameters' other keys."""
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -319,6 +372,7 @@ class Store:
                             f"the store at {self.safe_url} has schema {row[0]}, newer than this "
                             f"voicecheck's {SCHEMA_VERSION}; upgrade voicecheck"
                         )
+                    self._start_chain(conn)
                 return
             except (sa.exc.OperationalError, sa.exc.IntegrityError, sa.exc.ProgrammingError):
                 if attempt == 4:
@@ -350,6 +404,22 @@ class Store:
         for table in metadata.sorted_tables:
             for index in table.indexes:
                 index.create(self.engine, checkfirst=True)
+
+    @staticmethod
+    def _start_chain(conn: Connection) -> None:
+        """Make the audit chain's head if the store has none (a new or an upgraded store).
+
+        Rows already in the log then predate the chain: they stay unchained, and
+        ``first_id`` marks them as such.
+        """
+        if conn.execute(sa.select(audit_chain.c.seq).where(audit_chain.c.name == CHAIN)).first():
+            return
+        first_id = conn.execute(sa.select(sa.func.max(audit.c.id))).scalar() or 0
+        conn.execute(
+            audit_chain.insert().values(
+                name=CHAIN, seq=0, hash=GENESIS, first_id=int(first_id), started_at=time.time()
+            )
+        )
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
@@ -408,21 +478,65 @@ class Store:
             self._write_audit(rows, c)
 
     def _write_audit(self, rows: Sequence[dict[str, Any]], conn: Connection) -> None:
-        appended = []
+        written = []
         for r in rows:
             if r.get("id") is not None:
                 values = {
                     k: v
                     for k, v in r.items()
-                    if k in AUDIT_COLUMNS and k not in ("id", "time") and v is not None
+                    if k in AUDIT_COLUMNS
+                    and k not in ("id", "time", *CHAIN_COLUMNS)
+                    and v is not None
                 }
                 # Parameters rather than .values(): one cached statement per set of columns.
                 done = conn.execute(_AUDIT_BY_ID, {**fit(audit, values), "_audit_id": r["id"]})
                 if done.rowcount == 1:
+                    written.append(r["id"])
                     continue
-            appended.append(fit(audit, {k: r.get(k) for k in AUDIT_COLUMNS if k != "id"}))
-        if appended:
-            conn.execute(audit.insert(), appended)
+            values = {k: r.get(k) for k in AUDIT_COLUMNS if k not in ("id", *CHAIN_COLUMNS)}
+            written.append(
+                int(conn.execute(audit.insert(), fit(audit, values)).inserted_primary_key[0])
+            )
+        self._chain(conn, written)
+
+    def _chain(self, conn: Connection, ids: Sequence[int]) -> None:
+        """Give the audit rows ``ids`` that are complete their place in the hash chain.
+
+        Appends are serialised by writing the chain's head first: on SQLite that write
+        takes the database's write lock, on PostgreSQL the head row's lock, both held
+        until the transaction ends, so no two transactions chain at once. Rows still
+        ``received``, or chained already, are left as they are.
+        """
+        if not ids:
+            return
+        conn.execute(
+            audit_chain.update().where(audit_chain.c.name == CHAIN).values(seq=audit_chain.c.seq)
+        )
+        head = conn.execute(
+            sa.select(audit_chain.c.seq, audit_chain.c.hash)
+            .where(audit_chain.c.name == CHAIN)
+            .with_for_update()
+        ).one()
+        seq, prev = int(head.seq), head.hash
+        rows = conn.execute(
+            sa.select(audit).where(audit.c.id.in_(sorted(set(ids)))).order_by(audit.c.id)
+        ).all()
+        for r in rows:
+            row = dict(r._mapping)
+            if row["seq"] is not None or row["outcome"] == RECEIVED:
+                continue
+            seq += 1
+            digest = chain_hash(row, seq, prev)
+            conn.execute(
+                audit.update()
+                .where(audit.c.id == row["id"])
+                .values(seq=seq, prev_hash=prev, hash=digest)
+            )
+            prev = digest
+        if seq != head.seq:
+            conn.execute(
+                audit_chain.update().where(audit_chain.c.name == CHAIN).values(seq=seq, hash=prev)
+            )
 
     def open_audit(self, row: dict[str, Any]) -> int:
         """Write the ``received`` audit row of a request before its work starts; its id.
@@ -433,7 +547,9 @@ class Store:
         :meth:`write_audit`, fully synchronous) makes both durable. A power cut before
         then may lose it, together with a request that was never answered.
         """
-        values = fit(audit, {k: row.get(k) for k in AUDIT_COLUMNS if k != "id"})
+        values = fit(
+            audit, {k: row.get(k) for k in AUDIT_COLUMNS if k not in ("id", *CHAIN_COLUMNS)}
+        )
         values["outcome"] = RECEIVED
         try:
             with self._unsynced.begin() as conn:
@@ -452,11 +568,24 @@ class Store:
         """Give ``worker``'s audit rows still ``received`` the ``outcome``; how many there were.
 
         For a worker process that ended without answering them (killed, timed out).
+        The rows are chained with their new outcome.
         """
         with self.begin() as conn:
-            return conn.execute(
-                audit.update().where(audit.c.worker == worker, _in_flight()).values(outcome=outcome)
+            ids = [
+                i
+                for (i,) in conn.execute(
+                    sa.select(audit.c.id).where(audit.c.worker == worker, _in_flight())
+                )
+            ]
+            if not ids:
+                return 0
+            n = conn.execute(
+                audit.update()
+                .where(audit.c.id.in_(ids), _in_flight(), audit.c.seq.is_(None))
+                .values(outcome=outcome)
             ).rowcount
+            self._chain(conn, ids)
+            return n
 
     def audit_rows(
         self,
@@ -491,6 +620,78 @@ class Store:
         with self.begin() as conn:
             n, oldest = conn.execute(q).one()
         return int(n), oldest
+
+    def audit_chain_head(self) -> dict[str, Any]:
+        """The audit chain's head: last ``seq`` and ``hash``, ``first_id``, ``started_at``."""
+        with self.begin() as conn:
+            row = conn.execute(sa.select(audit_chain).where(audit_chain.c.name == CHAIN)).one()
+        return dict(row._mapping)
+
+    def chained_audit_rows(self, *, from_seq: int = 1) -> Iterator[dict[str, Any]]:
+        """The chained audit rows from sequence ``from_seq`` on, in chain order, in batches."""
+        q = (
+            sa.select(audit)
+            .where(audit.c.seq.is_not(None), audit.c.seq >= from_seq)
+            .order_by(audit.c.seq, audit.c.id)
+        )
+        with self.begin() as conn:
+            for r in conn.execution_options(yield_per=1000).execute(q):
+                yield dict(r._mapping)
+
+    def audit_row_by_hash(self, digest: str) -> dict[str, Any] | None:
+        """The chained audit row whose hash is ``digest``, or None."""
+        with self.begin() as conn:
+            row = conn.execute(sa.select(audit).where(audit.c.hash == digest).limit(1)).first()
+        return dict(row._mapping) if row else None
+
+    def unchained_audit(self, first_id: int, *, limit: int = 5) -> dict[str, Any]:
+        """The audit rows outside the chain, by kind.
+
+        ``legacy``: how many predate the chain (id up to ``first_id``); ``in_flight``: how
+        many later ones are still ``received``; ``outside``: the ids (up to ``limit``) and
+        ``outside_count`` of later, complete rows that are not chained.
+        """
+        unchained = audit.c.seq.is_(None)
+        later = sa.and_(unchained, audit.c.id > first_id)
+        with self.begin() as conn:
+            legacy = conn.execute(
+                sa.select(sa.func.count()).where(unchained, audit.c.id <= first_id)
+            ).scalar()
+            in_flight = conn.execute(sa.select(sa.func.count()).where(later, _in_flight())).scalar()
+            outside_where = sa.and_(later, audit.c.outcome != RECEIVED)
+            outside_count = conn.execute(sa.select(sa.func.count()).where(outside_where)).scalar()
+            outside = [
+                i
+                for (i,) in conn.execute(
+                    sa.select(audit.c.id).where(outside_where).order_by(audit.c.id).limit(limit)
+                )
+            ]
+        return {
+            "legacy": int(legacy or 0),
+            "in_flight": int(in_flight or 0),
+            "outside": outside,
+            "outside_count": int(outside_count or 0),
+        }
+
+    def first_seq_since(self, since: float) -> int | None:
+        """The lowest sequence of a chained audit row at or after ``since``, or None."""
+        q = sa.select(sa.func.min(audit.c.seq)).where(
+            audit.c.seq.is_not(None), audit.c.time >= since
+        )
+        with self.begin() as conn:
+            seq = conn.execute(q).scalar()
+        return int(seq) if seq is not None else None
+
+    def case_audit_rows(self, analysis_id: str, *, limit: int = 200) -> list[dict[str, Any]]:
+        """The audit rows of one analysis (its ``analysis_id``), in chain order, then by id."""
+        q = (
+            sa.select(audit)
+            .where(audit.c.analysis_id == analysis_id)
+            .order_by(audit.c.seq.is_(None), audit.c.seq, audit.c.id)
+            .limit(limit)
+        )
+        with self.begin() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
 
     # --- analyses --------------------------------------------------------------------
 

@@ -302,6 +302,8 @@ def test_evidence_report_pdf_and_json(signed_in, case_id, store):
     from pypdf import PdfReader
 
     row = store.get_analysis(case_id)
+    # the rows chained before the report was asked for (its own row comes after)
+    chained = [a for a in store.case_audit_rows(case_id) if a["hash"]]
     r = signed_in.get(f"/cases/{case_id}/report.pdf")
     assert r.status_code == 200 and r.mimetype == "application/pdf"
     assert "attachment" in r.headers["Content-Disposition"]
@@ -310,6 +312,7 @@ def test_evidence_report_pdf_and_json(signed_in, case_id, store):
     flat = re.sub(r"\s+", "", text)
     assert row["sha256"] in flat
     assert json.loads(row["result"])["model"]["id"] in flat
+    assert chained and all(a["hash"] in flat for a in chained)  # the chain, to check
     r = signed_in.get(f"/cases/{case_id}/report.json")
     assert r.status_code == 200
     report = json.loads(r.data)
@@ -317,6 +320,7 @@ def test_evidence_report_pdf_and_json(signed_in, case_id, store):
     assert report["sha256"] == row["sha256"] and report["id"] == case_id
     assert report["model"]["id"] == json.loads(row["result"])["model"]["id"]
     assert report["analysed_by"] == "clerk" and report["generated_at"].endswith("Z")
+    assert {a["hash"] for a in chained} <= {a["hash"] for a in report["audit"]}
     outcomes = [a["outcome"] for a in store.audit_rows()]
     assert "report_pdf" in outcomes and "report_json" in outcomes
 
