@@ -28,7 +28,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from voicecheck.errors import VoiceCheckError
 
-from .store import audit, fit, new_id
+from .store import audit, fit, new_id, users
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -38,6 +38,10 @@ MIN_PASSWORD_CHARS = 10
 MAX_PASSWORD_CHARS = 256
 MAX_NAME_CHARS = 100
 PASSWORD_METHOD = "scrypt:32768:8:1"  # N=2**15, r=8, p=1: 32 MiB and 0.05-0.12 s per check here
+LINK_HOURS = 48  # how long a one-time set-password link works
+ROLES = ("admin", "official", "viewer")
+"""Console roles: admins also manage users and see partner analyses; viewers only read."""
+DEFAULT_ROLE = "official"
 SIGN_IN_FAILED = "sign_in_failed"
 """Outcome of the audit row of a failed sign-in (the rows the address throttle counts)."""
 
@@ -105,10 +109,25 @@ def _decoy_hash() -> str:
     return hash_password(secrets.token_urlsafe(16))
 
 
-def create_user(store: Store, name: str, password: str) -> dict[str, Any]:
+def check_role(role: str) -> str:
+    """``role`` if it is one of :data:`ROLES`; AccountError naming them otherwise."""
+    if role not in ROLES:
+        raise AccountError(f"role {role!r} is not known; expected one of {', '.join(ROLES)}")
+    return role
+
+
+def role_of(user: dict[str, Any]) -> str:
+    """A user's role; users from before roles existed are officials."""
+    return user.get("role") or user.get("user_role") or DEFAULT_ROLE
+
+
+def create_user(
+    store: Store, name: str, password: str, *, role: str = DEFAULT_ROLE
+) -> dict[str, Any]:
     """Create a console user; returns its row (without the hash)."""
     name = check_name(name)
     check_password(name, password)
+    check_role(role)
     now = time.time()
     row = {
         "id": new_id("usr")[:32],
@@ -117,9 +136,90 @@ def create_user(store: Store, name: str, password: str) -> dict[str, Any]:
         "created_at": now,
         "password_changed_at": now,
         "failed_count": 0,
+        "role": role,
     }
     store.add_user(row)
     return {k: v for k, v in row.items() if k != "password_hash"}
+
+
+def invite_user(
+    store: Store, name: str, *, role: str = DEFAULT_ROLE, hours: float = LINK_HOURS
+) -> tuple[dict[str, Any], str]:
+    """Create a user without a usable password; returns its row and a one-time link token.
+
+    The user sets a password by opening the link (:func:`use_link`) within ``hours``.
+    """
+    name = check_name(name)
+    check_role(role)
+    token = secrets.token_urlsafe(32)
+    now = time.time()
+    row = {
+        "id": new_id("usr")[:32],
+        "name": name,
+        "password_hash": hash_password(secrets.token_urlsafe(32)),  # known to nobody
+        "created_at": now,
+        "failed_count": 0,
+        "role": role,
+        "link_sha256": _digest(token),
+        "link_expires_at": now + hours * 3600,
+    }
+    store.add_user(row)
+    return {k: v for k, v in row.items() if k not in ("password_hash", "link_sha256")}, token
+
+
+def reset_user(store: Store, user_id: str, *, hours: float = LINK_HOURS) -> str:
+    """Void a user's password and sessions; returns a new one-time link token.
+
+    The old password stops working at once; any earlier link is replaced. The account is
+    unlocked, so the link's new password can be used at once.
+    """
+    token = secrets.token_urlsafe(32)
+    store.update_user(
+        user_id,
+        password_hash=hash_password(secrets.token_urlsafe(32)),
+        password_changed_at=time.time(),
+        failed_count=0,
+        locked_until=None,
+        link_sha256=_digest(token),
+        link_expires_at=time.time() + hours * 3600,
+    )
+    store.end_sessions(user_id=user_id)
+    return token
+
+
+def link_user(store: Store, token: str | None) -> dict[str, Any] | None:
+    """The user whose live one-time link ``token`` is, or None (unknown, used, expired)."""
+    if not token or len(token) > 100:
+        return None
+    with store.begin() as conn:
+        row = conn.execute(
+            sa.select(users).where(
+                users.c.link_sha256 == _digest(token), users.c.link_expires_at > time.time()
+            )
+        ).first()
+    return dict(row._mapping) if row else None
+
+
+def use_link(store: Store, token: str, password: str) -> dict[str, Any]:
+    """Set the password of the one-time link's user and void the link; returns the user.
+
+    AccountError when the link is unknown, used or expired, or the password is refused.
+    """
+    user = link_user(store, token)
+    if user is None:
+        raise AccountError("this link is not valid: it was used already, replaced or expired")
+    check_password(user["name"], password)
+    done = store.use_link(
+        _digest(token),
+        time.time(),
+        password_hash=hash_password(password),
+        password_changed_at=time.time(),
+        failed_count=0,
+        locked_until=None,
+    )
+    if done is None:
+        raise AccountError("this link is not valid: it was used already, replaced or expired")
+    return done
 
 
 def find_user(store: Store, name: str) -> dict[str, Any]:

@@ -336,13 +336,21 @@ def _read_password(name: str, from_stdin: bool) -> str:
     is_flag=True,
     help="Read the password from the first line of standard input instead of a prompt.",
 )
+@click.option(
+    "--role",
+    type=click.Choice(["admin", "official", "viewer"]),
+    default="official",
+    show_default=True,
+    help="admin: also manages users in the console; viewer: reads cases and reports only.",
+)
 @store_options
 def users_create(
-    name: str, password_stdin: bool, data_dir: str | None, database_url: str | None
+    name: str, password_stdin: bool, role: str, data_dir: str | None, database_url: str | None
 ) -> None:
     """Create a console user NAME; the password is asked for (or read with --password-stdin).
 
-    Passwords need at least 10 characters and are stored only as a scrypt hash.
+    Passwords need at least 10 characters and are stored only as a scrypt hash. Create the
+    first admin this way (`--role admin`); admins then add users in the console.
     """
     from .accounts import check_name, create_user
 
@@ -351,17 +359,20 @@ def users_create(
         name = check_name(name)
         if store.get_user(name=name) is not None:
             _fail(f"a user named {name!r} exists already (see `voicecheck users list`)")
-        row = create_user(store, name, _read_password(name, password_stdin))
+        row = create_user(store, name, _read_password(name, password_stdin), role=role)
     except VoiceCheckError as exc:
         _fail(str(exc))
-    click.echo(f"created user {row['name']} ({row['id']}); they can sign in at the console now")
+    _audit_user_change(store, "create", "user_created", row["name"], f"role {role}")
+    click.echo(
+        f"created user {row['name']} ({row['id']}, {role}); they can sign in at the console now"
+    )
 
 
 @users.command("list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per user.")
 @store_options
 def users_list(as_json: bool, data_dir: str | None, database_url: str | None) -> None:
-    """List users: name, created, last sign-in, and whether locked or disabled."""
+    """List users: name, role, created, last sign-in, and whether locked or disabled."""
     import json
     import time
 
@@ -371,6 +382,7 @@ def users_list(as_json: bool, data_dir: str | None, database_url: str | None) ->
         {
             "id": r["id"],
             "name": r["name"],
+            "role": r["role"] or "official",
             "created_at": r["created_at"],
             "last_sign_in_at": r["last_sign_in_at"],
             "locked": bool(r["locked_until"] and r["locked_until"] > now),
@@ -382,11 +394,11 @@ def users_list(as_json: bool, data_dir: str | None, database_url: str | None) ->
         for r in rows:
             click.echo(json.dumps(r))
         return
-    click.echo(f"{'NAME':<24}  {'CREATED':<20}  {'LAST SIGN-IN':<20}  STATE")
+    click.echo(f"{'NAME':<24}  {'ROLE':<8}  {'CREATED':<20}  {'LAST SIGN-IN':<20}  STATE")
     for r in rows:
         state = "disabled" if r["disabled"] else "locked" if r["locked"] else "active"
         click.echo(
-            f"{r['name'][:24]:<24}  {_when(r['created_at']):<20}  "
+            f"{r['name'][:24]:<24}  {r['role']:<8}  {_when(r['created_at']):<20}  "
             f"{_when(r['last_sign_in_at']):<20}  {state}"
         )
 
@@ -407,10 +419,51 @@ def users_set_password(
         set_password(store, user["name"], _read_password(user["name"], password_stdin))
     except VoiceCheckError as exc:
         _fail(str(exc))
+    _audit_user_change(store, "set-password", "password_set", user["name"])
     click.echo(f"new password set for {user['name']}; their sessions were ended")
 
 
-def _change_user(name: str, data_dir: str | None, database_url: str | None, **values: Any):
+def _audit_user_change(
+    store: Any, command: str, outcome: str, target: str, detail: str | None = None
+) -> None:
+    """Write the audit row of a user change made on the command line.
+
+    The same outcomes as the console's admin pages; ``method`` is ``CLI``, ``path`` the
+    command, ``user_name`` the operating-system account that ran it.
+    """
+    import getpass
+    import socket
+    import time
+
+    try:
+        operator = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid
+        operator = None
+    store.write_audit(
+        [
+            {
+                "time": time.time(),
+                "method": "CLI",
+                "path": f"voicecheck users {command}",
+                "status": 0,
+                "outcome": outcome,
+                "user_name": operator,
+                "target_user": target,
+                "detail": detail,
+                "worker": socket.gethostname(),
+            }
+        ]
+    )
+
+
+def _change_user(
+    name: str,
+    data_dir: str | None,
+    database_url: str | None,
+    *,
+    audit_as: tuple[str, str, str | None],
+    **values: Any,
+):
     from .accounts import find_user
 
     store = _open_store(data_dir, database_url)
@@ -419,6 +472,8 @@ def _change_user(name: str, data_dir: str | None, database_url: str | None, **va
     except VoiceCheckError as exc:
         _fail(str(exc))
     store.update_user(user["id"], **values)
+    command, outcome, detail = audit_as
+    _audit_user_change(store, command, outcome, user["name"], detail)
     return store, user
 
 
@@ -427,7 +482,14 @@ def _change_user(name: str, data_dir: str | None, database_url: str | None, **va
 @store_options
 def users_unlock(name: str, data_dir: str | None, database_url: str | None) -> None:
     """Unlock NAME after too many failed sign-ins."""
-    _, user = _change_user(name, data_dir, database_url, locked_until=None, failed_count=0)
+    _, user = _change_user(
+        name,
+        data_dir,
+        database_url,
+        audit_as=("unlock", "user_unlocked", None),
+        locked_until=None,
+        failed_count=0,
+    )
     click.echo(f"unlocked {user['name']}")
 
 
@@ -438,9 +500,38 @@ def users_disable(name: str, data_dir: str | None, database_url: str | None) -> 
     """Stop NAME from signing in and end their sessions (their cases and notes stay)."""
     import time
 
-    store, user = _change_user(name, data_dir, database_url, disabled_at=time.time())
+    store, user = _change_user(
+        name,
+        data_dir,
+        database_url,
+        audit_as=("disable", "user_disabled", None),
+        disabled_at=time.time(),
+    )
     n = store.end_sessions(user_id=user["id"])
     click.echo(f"disabled {user['name']}; {n} session{'s' if n != 1 else ''} ended")
+
+
+@users.command("set-role")
+@click.argument("name")
+@click.argument("role", type=click.Choice(["admin", "official", "viewer"]))
+@store_options
+def users_set_role(name: str, role: str, data_dir: str | None, database_url: str | None) -> None:
+    """Give NAME the ROLE admin, official or viewer (open sessions get it at once)."""
+    from .accounts import find_user
+
+    store = _open_store(data_dir, database_url)
+    try:
+        before = find_user(store, name)["role"] or "official"
+    except VoiceCheckError as exc:
+        _fail(str(exc))
+    _, user = _change_user(
+        name,
+        data_dir,
+        database_url,
+        audit_as=("set-role", "user_role_changed", f"role {before} -> {role}"),
+        role=role,
+    )
+    click.echo(f"{user['name']} is now {'a' if role == 'viewer' else 'an'} {role}")
 
 
 @users.command("enable")
@@ -448,7 +539,9 @@ def users_disable(name: str, data_dir: str | None, database_url: str | None) -> 
 @store_options
 def users_enable(name: str, data_dir: str | None, database_url: str | None) -> None:
     """Let a disabled user sign in again."""
-    _, user = _change_user(name, data_dir, database_url, disabled_at=None)
+    _, user = _change_user(
+        name, data_dir, database_url, audit_as=("enable", "user_enabled", None), disabled_at=None
+    )
     click.echo(f"enabled {user['name']}")
 
 

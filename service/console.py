@@ -53,6 +53,7 @@ from .accounts import (
     address_wait_s,
     authenticate,
     end_session,
+    role_of,
     same_token,
     session_for,
     start_session,
@@ -118,6 +119,40 @@ class CsrfError(VoiceCheckError):
     title = "Form expired"
 
 
+class ForbiddenError(VoiceCheckError):
+    """A console request that the signed-in user's role does not allow."""
+
+    status = 403
+    code = "forbidden"
+    title = "Not allowed"
+
+
+def admin_only(view: Callable) -> Callable:
+    """Let only signed-in admins through (403 for everyone else)."""
+
+    @functools.wraps(view)
+    def inner(*args: Any, **kwargs: Any) -> Any:
+        if g.get("user") is not None and g.user["role"] != "admin":
+            raise ForbiddenError("this page is for administrators")
+        return view(*args, **kwargs)
+
+    return signed_in(inner)
+
+
+@bp.before_request
+def _viewers_read_only() -> None:
+    """Viewers read cases and reports; every other method than GET/HEAD is refused."""
+    user = g.get("user")
+    if (
+        user is not None
+        and user["role"] == "viewer"
+        and request.method not in ("GET", "HEAD", "OPTIONS")
+        and request.endpoint
+        not in ("console.sign_out", "console.sign_in", "console.set_password_page")
+    ):
+        raise ForbiddenError("your account can read cases and reports, but not change them")
+
+
 def _check_csrf() -> None:
     presented = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token")
     if not same_token(g.session["csrf"], presented):
@@ -166,7 +201,7 @@ def _load_session() -> None:
         return
     if row is not None:
         g.session = row
-        g.user = {"id": row["user_id"], "name": row["user_name"]}
+        g.user = {"id": row["user_id"], "name": row["user_name"], "role": role_of(row)}
 
 
 @bp.after_app_request
@@ -211,6 +246,8 @@ def home() -> Response:
     """Signed-in officials start at the upload page; others at the sign-in page."""
     if g.get("user") is None:
         return redirect(url_for("console.sign_in"))
+    if g.user["role"] == "viewer":
+        return redirect(url_for("console.cases"))
     return redirect(url_for("console.upload_page"))
 
 
@@ -249,7 +286,7 @@ def sign_in() -> Response:
                     client_addr=request.remote_addr,
                     user_agent=(request.user_agent.string or "")[:300],
                 )
-                g.user = {"id": user["id"], "name": user["name"]}
+                g.user = {"id": user["id"], "name": user["name"], "role": role_of(user)}
                 _audit_console("sign_in", status=303)
                 response = redirect(next_path, code=303)
                 response.set_cookie(
@@ -325,8 +362,10 @@ def _audit_console(outcome: str, *, status: int, **values: Any) -> None:
 
 @bp.get("/upload")
 @signed_in
-def upload_page() -> str:
+def upload_page() -> Response | str:
     """The upload page: drag-and-drop or a file picker, several files at once."""
+    if g.user["role"] == "viewer":
+        return redirect(url_for("console.cases"))  # viewers cannot upload
     svc = service()
     return render_template(
         "console/upload.html",
@@ -429,10 +468,24 @@ def _upload_json(outcome: dict[str, Any]) -> dict[str, Any]:
 # --- cases ------------------------------------------------------------------------------
 
 
-def _case_row(analysis_id: str) -> dict[str, Any]:
+class CaseDeletedError(VoiceCheckError):
+    """A request for the contents of a case that was deleted (only its record is left)."""
+
+    status = 410
+    code = "case_deleted"
+    title = "Case deleted"
+
+
+def _case_row(analysis_id: str, *, deleted_ok: bool = False) -> dict[str, Any]:
     row = service().store.get_analysis(analysis_id)
     if row is None or row.get("user_id") is None:
         abort(404)
+    if row.get("deleted_at") is not None and not deleted_ok:
+        raise CaseDeletedError(
+            f"case {row['id']} was deleted on {iso(row['deleted_at'])}"
+            f"{' by ' + row['deleted_by'] if row.get('deleted_by') else ''}; its recording, "
+            "reports and notes are gone, only its hash and result are kept"
+        )
     return row
 
 
@@ -576,9 +629,25 @@ def _day(text: str | None, label: str, errors: list[str], *, end: bool = False):
 @bp.get("/cases/<analysis_id>")
 @signed_in
 def case(analysis_id: str) -> str:
-    """One call's result page."""
-    row = _case_row(analysis_id)
-    return render_template("console/case.html", case=build_case(row), max_note=MAX_NOTE_CHARS)
+    """One call's result page (of a deleted case, the record of its deletion)."""
+    from .cases import case_controls, deleted_page
+
+    row = _case_row(analysis_id, deleted_ok=True)
+    if row.get("deleted_at") is not None:
+        return deleted_page(row)
+    partner = []
+    if g.user["role"] == "admin":
+        partner = [
+            {**r, "created_iso": iso(r["created_at"])}
+            for r in service().store.partner_recording(row["sha256"])
+        ]
+    return render_template(
+        "console/case.html",
+        case=build_case(row),
+        max_note=MAX_NOTE_CHARS,
+        partner=partner,
+        controls=case_controls(row),
+    )
 
 
 @bp.post("/cases/<analysis_id>/notes")
@@ -681,10 +750,23 @@ def _download_name(row: dict[str, Any], suffix: str) -> str:
 def report_pdf(analysis_id: str) -> Response:
     """The evidence report as PDF."""
     row = _case_row(analysis_id)
-    case_ = build_case(row)
-    case_["generated_at"] = iso(time.time())
-    pdf = evidence_pdf(case_, timeline=_timeline_png(row))
+    pdf = report_pdf_bytes(row, iso(time.time()))
     return _report(row, "report_pdf", pdf, "application/pdf", ".pdf")
+
+
+def report_pdf_bytes(row: dict[str, Any], generated_at: str | None) -> bytes:
+    """The evidence report of a case as PDF, generated at ``generated_at`` (ISO 8601)."""
+    case_ = build_case(row)
+    case_["generated_at"] = generated_at
+    return evidence_pdf(case_, timeline=_timeline_png(row))
+
+
+def report_json_bytes(row: dict[str, Any], generated_at: str | None) -> bytes:
+    """The evidence report of a case as JSON (``voicecheck.evidence/1``)."""
+    case_ = build_case(row)
+    case_.pop("audio_kept", None)
+    body = {"schema": "voicecheck.evidence/1", "generated_at": generated_at, **case_}
+    return json.dumps(body, indent=2, ensure_ascii=False).encode()
 
 
 @bp.get("/cases/<analysis_id>/report.json")
@@ -692,10 +774,7 @@ def report_pdf(analysis_id: str) -> Response:
 def report_json(analysis_id: str) -> Response:
     """The evidence report as JSON."""
     row = _case_row(analysis_id)
-    case_ = build_case(row)
-    case_.pop("audio_kept", None)
-    body = {"schema": "voicecheck.evidence/1", "generated_at": iso(time.time()), **case_}
-    data = json.dumps(body, indent=2, ensure_ascii=False).encode()
+    data = report_json_bytes(row, iso(time.time()))
     return _report(row, "report_json", data, "application/json", ".json")
 
 
@@ -741,5 +820,10 @@ def html_error(exc: Exception) -> Response | None:
 
 def register(app: Any) -> None:
     """Add the console to ``app`` (pages, and HTML error pages for them)."""
+    from . import (
+        admin,  # noqa: F401  (adds the admin pages to the blueprint)
+        cases,  # noqa: F401  (adds deletion, legal hold and export to the blueprint)
+    )
+
     app.register_blueprint(bp)
     app.extensions["voicecheck.html_error"] = html_error

@@ -64,6 +64,11 @@ analyses = sa.Table(
     sa.Column("audio_path", sa.String(1000), nullable=True),
     sa.Column("user_id", sa.String(32), nullable=True, index=True),
     sa.Column("idempotency_key", sa.String(200), nullable=True),
+    # the case's lifecycle in the console: a legal hold, and its deletion
+    sa.Column("legal_hold_at", sa.Float, nullable=True),
+    sa.Column("legal_hold_by", sa.String(200), nullable=True),
+    sa.Column("deleted_at", sa.Float, nullable=True),
+    sa.Column("deleted_by", sa.String(200), nullable=True),
     sa.Index("uq_analyses_key_idempotency", "key_id", "idempotency_key", unique=True),
 )
 
@@ -92,6 +97,8 @@ audit = sa.Table(
     sa.Column("job_id", sa.String(40), nullable=True),
     sa.Column("user_name", sa.String(200), nullable=True),
     sa.Column("worker", sa.String(100), nullable=True),
+    sa.Column("target_user", sa.String(200), nullable=True),  # the user an admin changed
+    sa.Column("detail", sa.String(200), nullable=True),  # what changed: "role official -> viewer"
     # The hash chain (see "The hash chain" in service/audit.py); null until a row is chained.
     sa.Column("seq", sa.BigInteger, nullable=True),
     sa.Column("prev_hash", sa.String(64), nullable=True),
@@ -170,6 +177,9 @@ users = sa.Table(
     sa.Column("locked_until", sa.Float, nullable=True),
     sa.Column("last_sign_in_at", sa.Float, nullable=True),
     sa.Column("disabled_at", sa.Float, nullable=True),
+    sa.Column("role", sa.String(20), nullable=True),  # admin, official, viewer; null reads official
+    sa.Column("link_sha256", sa.String(64), nullable=True),  # one-time set-password link
+    sa.Column("link_expires_at", sa.Float, nullable=True),
 )
 
 web_sessions = sa.Table(
@@ -919,7 +929,7 @@ class Store:
         return result.rowcount == 1
 
     def delete_old_audio(self, before: float) -> list[str]:
-        """Forget retained audio of analyses older than ``before``.
+        """Forget retained audio of analyses older than ``before``, except those on legal hold.
 
         Returns the paths no analysis refers to any more (the same recording sent again
         later keeps its file).
@@ -927,7 +937,9 @@ class Store:
         with self.begin() as conn:
             rows = conn.execute(
                 sa.select(analyses.c.id, analyses.c.audio_path).where(
-                    analyses.c.audio_path.is_not(None), analyses.c.created_at < before
+                    analyses.c.audio_path.is_not(None),
+                    analyses.c.created_at < before,
+                    analyses.c.legal_hold_at.is_(None),  # a case under legal hold keeps it
                 )
             ).all()
             if rows:
@@ -946,6 +958,93 @@ class Store:
                     )
                 }
         return [p for p in paths if p not in still]
+
+    # --- case lifecycle: legal hold and deletion ---------------------------------------
+
+    def set_legal_hold(
+        self,
+        analysis_id: str,
+        *,
+        held: bool,
+        by: str,
+        when: float,
+        audit_row: dict[str, Any],
+    ) -> bool:
+        """Put a case under legal hold or release it, with its audit row, at once.
+
+        False (and nothing written) when the case does not exist or was deleted.
+        """
+        values = {"legal_hold_at": when if held else None, "legal_hold_by": by if held else None}
+        with self.begin() as conn:
+            done = conn.execute(
+                analyses.update()
+                .where(analyses.c.id == analysis_id, analyses.c.deleted_at.is_(None))
+                .values(**fit(analyses, values))
+            ).rowcount
+            if done != 1:
+                return False
+            self.write_audit([audit_row], conn=conn)
+        return True
+
+    def delete_case(
+        self, analysis_id: str, *, by: str, when: float, audit_row: dict[str, Any]
+    ) -> tuple[str, list[str]]:
+        """Reduce a case to its hash, verdict and score, with its audit row, at once.
+
+        The file name, result, retained-audio path and notes are cleared; who deleted it
+        and when are kept. Returns ``(outcome, paths)``: outcome ``deleted``, ``held``
+        (under legal hold: nothing changed), ``gone`` (deleted already) or ``missing``;
+        ``paths`` is the case's retained audio when no other analysis still refers to
+        it (the caller deletes those files and their renders).
+        """
+        with self.begin() as conn:
+            row = conn.execute(
+                sa.select(
+                    analyses.c.audio_path, analyses.c.legal_hold_at, analyses.c.deleted_at
+                ).where(analyses.c.id == analysis_id)
+            ).first()
+            if row is None:
+                return "missing", []
+            if row.deleted_at is not None:
+                return "gone", []
+            if row.legal_hold_at is not None:
+                return "held", []
+            done = conn.execute(
+                analyses.update()
+                .where(
+                    analyses.c.id == analysis_id,
+                    analyses.c.deleted_at.is_(None),
+                    analyses.c.legal_hold_at.is_(None),
+                )
+                .values(
+                    **fit(
+                        analyses,
+                        {
+                            "filename": None,
+                            "result": "{}",
+                            "size_bytes": 0,
+                            "audio_path": None,
+                            "model_id": None,
+                            "request_id": None,
+                            "idempotency_key": None,
+                            "deleted_at": when,
+                            "deleted_by": by,
+                        },
+                    )
+                )
+            ).rowcount
+            if done != 1:  # held or deleted in the meantime
+                return "gone", []
+            conn.execute(case_notes.delete().where(case_notes.c.analysis_id == analysis_id))
+            self.write_audit([audit_row], conn=conn)
+            paths = []
+            if row.audio_path:
+                still = conn.execute(
+                    sa.select(sa.func.count()).where(analyses.c.audio_path == row.audio_path)
+                ).scalar()
+                if not still:
+                    paths.append(row.audio_path)
+        return "deleted", paths
 
     # --- live streams ------------------------------------------------------------------
 
@@ -1093,6 +1192,7 @@ class Store:
                 web_sessions,
                 users.c.name.label("user_name"),
                 users.c.disabled_at.label("user_disabled_at"),
+                users.c.role.label("user_role"),
             )
             .join(users, users.c.id == web_sessions.c.user_id)
             .where(web_sessions.c.id == session_id)
@@ -1163,6 +1263,85 @@ class Store:
                 analyses.c.id != exclude,
                 analyses.c.user_id.is_not(None),
             )
+            .order_by(analyses.c.created_at)
+            .limit(100)
+        )
+        with self.begin() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def use_link(self, digest: str, now: float, **values: Any) -> dict[str, Any] | None:
+        """Spend a one-time set-password link: set ``values`` on its user and void it.
+
+        Returns the user as it was, or None when no live link has this sha256 (unknown,
+        expired or used already); of two requests with one link only one succeeds.
+        """
+        with self.begin() as conn:
+            row = conn.execute(
+                sa.select(users).where(users.c.link_sha256 == digest, users.c.link_expires_at > now)
+            ).first()
+            if row is None:
+                return None
+            done = conn.execute(
+                users.update()
+                .where(users.c.id == row.id, users.c.link_sha256 == digest)
+                .values(link_sha256=None, link_expires_at=None, **values)
+            )
+        return dict(row._mapping) if done.rowcount == 1 else None
+
+    def partner_analyses(
+        self, *, key_ids: list[str] | None = None, offset: int = 0, limit: int = 50
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Analyses made with an API key, newest first; returns (one page, how many match).
+
+        Each row carries ``key_name`` and ``console_count``: how many console cases
+        (analyses with a user) are of the same recording (same sha256).
+        """
+        where = [analyses.c.key_id.is_not(None)]
+        if key_ids is not None:
+            where.append(analyses.c.key_id.in_(key_ids))
+        twin = analyses.alias("twin")
+        console_count = (
+            sa.select(sa.func.count())
+            .where(twin.c.sha256 == analyses.c.sha256, twin.c.user_id.is_not(None))
+            .scalar_subquery()
+            .label("console_count")
+        )
+        q = (
+            sa.select(
+                analyses.c.id,
+                analyses.c.created_at,
+                analyses.c.key_id,
+                analyses.c.filename,
+                analyses.c.sha256,
+                analyses.c.verdict,
+                analyses.c.score,
+                api_keys.c.name.label("key_name"),
+                console_count,
+            )
+            .select_from(analyses.outerjoin(api_keys, api_keys.c.id == analyses.c.key_id))
+            .where(*where)
+            .order_by(analyses.c.created_at.desc(), analyses.c.id)
+            .offset(offset)
+            .limit(limit)
+        )
+        count = sa.select(sa.func.count()).select_from(analyses).where(*where)
+        with self.begin() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(q)]
+            total = int(conn.execute(count).scalar() or 0)
+        return rows, total
+
+    def partner_recording(self, sha256: str) -> list[dict[str, Any]]:
+        """Analyses of the same bytes (same sha256) made with an API key, oldest first."""
+        q = (
+            sa.select(
+                analyses.c.id,
+                analyses.c.created_at,
+                analyses.c.verdict,
+                analyses.c.score,
+                api_keys.c.name.label("key_name"),
+            )
+            .select_from(analyses.outerjoin(api_keys, api_keys.c.id == analyses.c.key_id))
+            .where(analyses.c.sha256 == sha256, analyses.c.key_id.is_not(None))
             .order_by(analyses.c.created_at)
             .limit(100)
         )
