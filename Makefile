@@ -58,7 +58,7 @@ run: setup
 	@if ! $(BIN)/voicecheck users list --json --data-dir $(DATA) | grep -q '"name": "demo"'; then \
 	  umask 077 && $(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(12))' \
 	    > $(DATA)/demo.password && \
-	  $(BIN)/voicecheck users create demo --password-stdin --data-dir $(DATA) \
+	  $(BIN)/voicecheck users create demo --role admin --password-stdin --data-dir $(DATA) \
 	    < $(DATA)/demo.password; fi
 	@echo "console: http://$(HOST):$(PORT)/  user: demo  password: $$(cat $(DATA)/demo.password)"
 	@echo "API: http://$(HOST):$(PORT)/v1  docs: http://$(HOST):$(PORT)/docs"
