@@ -104,3 +104,27 @@ def test_delete_a_case_after_confirming_it(page, server, call_file):
     response = page.goto(case_url + "/report.pdf")
     assert response.status == 410
     assert page.get_by_role("heading", name="Case deleted").is_visible()
+
+
+def test_export_a_case_as_one_zip_from_its_page(page, server, call_file):
+    import hashlib
+    import json
+    import zipfile
+
+    sign_in(page)
+    page.set_input_files("#file", str(call_file))
+    page.get_by_role("link", name="Open the result").click()
+    page.wait_for_url(re.compile(r"/cases/an_[0-9a-f]+$"))
+    with page.expect_download() as download:
+        page.locator("#export-zip").click()
+    path = download.value.path()
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+        manifest = json.loads(z.read("manifest.json"))
+        parts = {name: z.read(name) for name in names if name != "manifest.json"}
+    assert names[:3] == ["manifest.json", "report.json", "report.pdf"]
+    assert f"original/{call_file.name}" in names
+    assert parts[f"original/{call_file.name}"] == call_file.read_bytes()
+    listed = {f["name"]: f["sha256"] for f in manifest["files"]}
+    assert listed == {name: hashlib.sha256(data).hexdigest() for name, data in parts.items()}
+    assert page.script_errors == []
