@@ -1324,6 +1324,12 @@ class Store:
             .offset(offset)
             .limit(limit)
         )
+        return self._analyses_page(q, where)
+
+    def _analyses_page(
+        self, q: sa.Select, where: Sequence[Any]
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The rows of the page query ``q``, and how many analyses ``where`` selects in all."""
         count = sa.select(sa.func.count()).select_from(analyses).where(*where)
         with self.begin() as conn:
             rows = [dict(r._mapping) for r in conn.execute(q)]
@@ -1403,11 +1409,7 @@ class Store:
             .offset(offset)
             .limit(limit)
         )
-        count = sa.select(sa.func.count()).select_from(analyses).where(*where)
-        with self.begin() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(q)]
-            total = int(conn.execute(count).scalar() or 0)
-        return rows, total
+        return self._analyses_page(q, where)
 
 
 def _in_flight() -> sa.ColumnElement[bool]:

@@ -1,68 +1,25 @@
-"""Deleting a case in the console end to end: Debian's Chromium, driven by Playwright.
+"""Deleting and exporting a case in the console end to end: Debian's Chromium, Playwright.
 
 An official uploads a call, opens its result, asks to delete it, confirms, and lands on
-the page that says the case was deleted; the files are gone from the data folder.
+the page that says the case was deleted; the files are gone from the data folder. Another
+case is exported from its page as one ZIP whose manifest holds the hash of every part.
 """
 
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
-from test_console_browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    PASSWORD,
-    TIMEOUT_MS,
-    _browser_or_skip,
-    sign_in,
-)
-from test_service_server import VOICECHECK, Server, _env
+import test_console_browser as base
+from test_console_browser import sign_in
+
+# the server (one official, "clerk"), browser and page of the console's own browser tests
+server = base.server
+browser = base.browser
+page = base.page
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    data = tmp_path_factory.mktemp("lifecycle") / "data"
-    data.mkdir()
-    proc = subprocess.run(
-        [*VOICECHECK, "users", "create", "clerk", "--password-stdin"],
-        input=PASSWORD + "\n",
-        env=_env(data),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    srv = Server(data).start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_playwright = _browser_or_skip()
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser, server):
-    context = browser.new_context(base_url=server.base, accept_downloads=True)
-    context.set_default_timeout(TIMEOUT_MS)
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.script_errors = errors
-    yield pg
-    context.close()
 
 
 @pytest.fixture(scope="module")
