@@ -199,7 +199,14 @@ NOT_HTTP_CODES = {
     "cluster_unavailable",
 }
 # Codes the web console answers to people (pages) and to its own upload script, not the API.
-CONSOLE_CODES = {"signed_out", "csrf_failed", "sign_in_failed"}
+CONSOLE_CODES = {
+    "signed_out",
+    "csrf_failed",
+    "sign_in_failed",
+    "case_deleted",
+    "legal_hold",
+    "not_allowed",
+}
 
 
 def _error_classes(cls):
