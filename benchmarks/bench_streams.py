@@ -39,10 +39,8 @@ import json  # noqa: E402
 import random  # noqa: E402
 import resource  # noqa: E402
 import signal  # noqa: E402
-import socket  # noqa: E402
 import sqlite3  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -54,10 +52,9 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 import soxr  # noqa: E402
+from bench_service import HOST, VOICECHECK, free_port, workers_cpu_s  # noqa: E402
 
-HOST = "127.0.0.1"
 SR_HZ = 8000
-VOICECHECK = [sys.executable, "-m", "voicecheck.cli"]
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 60.0
 RESULT_TIMEOUT_S = 60.0
@@ -82,29 +79,6 @@ def g711_call(duration_s: float) -> bytes:
     buf = io.BytesIO()
     sf.write(buf, 0.5 * y8 / np.abs(y8).max(), SR_HZ, format="RAW", subtype="ULAW")
     return buf.getvalue()
-
-
-def free_port() -> int:
-    """A TCP port free on the loopback interface."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def cpu_of_children(master_pid: int) -> float:
-    """CPU seconds used so far by the processes whose parent is ``master_pid`` (/proc)."""
-    total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == master_pid:
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
 
 
 def start_server(tmp: Path, workers: int, model: str | None) -> tuple[subprocess.Popen, int, str]:
@@ -351,7 +325,7 @@ def main() -> None:
         proc, port, key = start_server(Path(tmp), args.workers, args.model)
         try:
             for n in counts:
-                server0 = cpu_of_children(proc.pid)
+                server0 = workers_cpu_s(proc.pid)
                 since = time.time()
                 rss0 = rss_of_children(proc.pid)
                 with PeakMemory(proc.pid) as memory:
@@ -359,7 +333,7 @@ def main() -> None:
                 row["workers_rss_mb_before"] = round(rss0 / 2**20)
                 row["workers_rss_mb_peak"] = round(memory.peak / 2**20)
                 row["streams_per_worker"] = per_worker(Path(tmp) / "data", since)
-                row["server_cpu_s"] = round(cpu_of_children(proc.pid) - server0, 1)
+                row["server_cpu_s"] = round(workers_cpu_s(proc.pid) - server0, 1)
                 cores = os.cpu_count() or 1
                 row["server_cpu_share"] = round(row["server_cpu_s"] / row["wall_s"] / cores, 2)
                 row["client_cpu_share"] = round(row["client_cpu_s"] / row["wall_s"] / cores, 2)

@@ -57,9 +57,9 @@ from voicecheck.constants import (
     SILENCE_DBFS,
     TARGET_LEVEL_DBFS,
 )
-from voicecheck.errors import AudioTooShortError, EmptyAudioError, NoSpeechError, VoiceCheckError
+from voicecheck.errors import AudioTooShortError, EmptyAudioError, VoiceCheckError
 from voicecheck.model import Detector
-from voicecheck.scoring import Analysis, ChannelResult
+from voicecheck.scoring import Analysis, ChannelResult, call_analysis
 
 ENCODINGS = {"mulaw": "pcm_mulaw", "alaw": "pcm_alaw", "pcm16": "pcm_s16le"}
 """Encodings a raw stream may declare, with their codec names in FFmpeg's vocabulary."""
@@ -495,19 +495,10 @@ class LiveCall:
             raise AudioTooShortError(
                 f"audio is {self.duration_s:.2f} s long; at least {MIN_DURATION_S:.1f} s is needed"
             )
-        results = [ch.result() for ch in self.live]
-        scored = [r for r in results if r.score is not None]
-        if not scored:
-            raise NoSpeechError(results[0].error["detail"] if results[0].error else "no speech")
-        best = max(scored, key=lambda r: r.score)
-        return Analysis(
-            score=best.score,
-            verdict=self.detector.thresholds.verdict(best.score),
-            thresholds=self.detector.thresholds.to_dict(),
-            segments=best.segments,
-            channels=results,
+        return call_analysis(
+            [ch.result() for ch in self.live],
+            self.detector,
             audio=audio,
-            model={"id": self.detector.model_id, "version": self.detector.version},
             processing_ms=round(self.cpu_s * 1000, 1),
         )
 

@@ -158,6 +158,28 @@ def analyze_audio(
         score_channel(audio.samples[i], detector, channel=i, explain=explain)
         for i in range(audio.n_channels)
     ]
+    return call_analysis(
+        results,
+        detector,
+        audio=audio.info.to_dict(),
+        processing_ms=round((time.perf_counter() - started) * 1000, 1),
+    )
+
+
+def call_analysis(
+    results: list[ChannelResult],
+    detector: Detector,
+    *,
+    audio: dict[str, Any],
+    processing_ms: float,
+) -> Analysis:
+    """The call's analysis from its channels' results: the call scores as its highest channel.
+
+    Raises
+    ------
+    voicecheck.errors.NoSpeechError
+        When no channel holds enough speech.
+    """
     scored = [r for r in results if r.score is not None]
     if not scored:
         raise NoSpeechError(results[0].error["detail"] if results[0].error else "no speech")
@@ -168,9 +190,9 @@ def analyze_audio(
         thresholds=detector.thresholds.to_dict(),
         segments=best.segments,
         channels=results,
-        audio=audio.info.to_dict(),
+        audio=audio,
         model={"id": detector.model_id, "version": detector.version},
-        processing_ms=round((time.perf_counter() - started) * 1000, 1),
+        processing_ms=processing_ms,
         cues=best.cues,
     )
 
