@@ -90,6 +90,34 @@ def test_unknown_condition_is_a_readable_error(tiny_manifest):
     assert "unknown condition 'g729'" in result.output
 
 
+def test_evaluate_takes_the_training_copies(tiny_manifest, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["evaluate", "--manifest", str(tiny_manifest), "--copies", "0"])
+    assert result.exit_code == 2
+    assert "--copies" in result.output and "0" in result.output
+    result = runner.invoke(
+        main,
+        [
+            "evaluate",
+            "--manifest",
+            str(tiny_manifest),
+            "--protocol",
+            "loso",
+            "--condition",
+            "g711",
+            "--copies",
+            "1",
+            "--jobs",
+            "1",
+            "--output",
+            str(tmp_path / "eval"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = (tmp_path / "eval" / "scores.csv").read_text().splitlines()
+    assert len(rows) == 1 + 24  # every clip of the tiny corpus scored once, out of its source
+
+
 def test_training_needs_two_classes(tmp_path):
     (tmp_path / "a.wav").write_bytes(b"")
     sf.write(tmp_path / "a.wav", voiced(2.0, sr=8000), 8000)

@@ -175,6 +175,13 @@ def train(
     help="Folder for the report (Markdown, HTML, plots, metrics.json, scores.csv).",
 )
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--copies",
+    default=4,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Channel copies of every training clip in the cross-validated protocols.",
+)
 @jobs_option
 @feature_scheduler_option
 def evaluate(
@@ -186,6 +193,7 @@ def evaluate(
     folds: int,
     output: str,
     seed: int,
+    copies: int,
     jobs: int,
     scheduler: str | None,
 ) -> None:
@@ -204,6 +212,7 @@ def evaluate(
                 conditions=conditions or CONDITIONS,
                 model_path=model,
                 seed=seed,
+                copies=copies,
                 n_jobs=-1 if scheduler else jobs,
                 folds=folds,
                 progress=_progress("Features"),
