@@ -50,6 +50,15 @@ def _feature_engine(jobs: int, scheduler: str | None):
     return shared_engine(scheduler=scheduler, workers=workers)
 
 
+copies_option = click.option(
+    "--copies",
+    default=4,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Channel copies of every training clip: G.711, AMR-NB, then random phone chains.",
+)
+
+
 @click.command()
 @click.option(
     "--manifest",
@@ -68,13 +77,7 @@ def _feature_engine(jobs: int, scheduler: str | None):
 )
 @click.option("--name", default="voicecheck", show_default=True, help="Model name in its id.")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option(
-    "--copies",
-    default=4,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Channel copies of every clip: G.711, AMR-NB, then random phone chains.",
-)
+@copies_option
 @click.option(
     "--folds",
     default=10,
@@ -175,13 +178,7 @@ def train(
     help="Folder for the report (Markdown, HTML, plots, metrics.json, scores.csv).",
 )
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option(
-    "--copies",
-    default=4,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Channel copies of every training clip in the cross-validated protocols.",
-)
+@copies_option
 @jobs_option
 @feature_scheduler_option
 def evaluate(
