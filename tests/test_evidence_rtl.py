@@ -17,27 +17,30 @@ HEBREW_AUTHOR = "מפקח הבחירות"
 FILENAME = "شكوى_الانتخابات_תלונה.wav"
 
 
+def _case() -> dict:
+    """One case whose notes mix Arabic, Hebrew and Latin text."""
+    return {
+        "id": "an_rtl_case",
+        "filename": FILENAME,
+        "analysed_by": "County elections office",
+        "verdict": "likely_cloned",
+        "score": 0.82,
+        "headline": "The voice is likely cloned (machine-generated)",
+        "notes": [
+            {"time": "2026-11-29T09:00:00Z", "author": HEBREW_AUTHOR, "text": ARABIC_NOTE},
+            {
+                "time": "2026-11-29T09:05:00Z",
+                "author": "Duty officer",
+                "text": f"{HEBREW_NOTE}. {LATIN_TAIL}",
+            },
+        ],
+        "generated_at": "2026-11-29T09:30:00Z",
+    }
+
+
 @pytest.fixture(scope="module")
 def report() -> bytes:
-    return evidence.evidence_pdf(
-        {
-            "id": "an_rtl_case",
-            "filename": FILENAME,
-            "analysed_by": "County elections office",
-            "verdict": "likely_cloned",
-            "score": 0.82,
-            "headline": "The voice is likely cloned (machine-generated)",
-            "notes": [
-                {"time": "2026-11-29T09:00:00Z", "author": HEBREW_AUTHOR, "text": ARABIC_NOTE},
-                {
-                    "time": "2026-11-29T09:05:00Z",
-                    "author": "Duty officer",
-                    "text": f"{HEBREW_NOTE}. {LATIN_TAIL}",
-                },
-            ],
-            "generated_at": "2026-11-29T09:30:00Z",
-        }
-    )
+    return evidence.evidence_pdf(_case())
 
 
 @pytest.fixture(scope="module")
@@ -105,23 +108,5 @@ def test_arabic_letters_are_joined(report):
 
 
 def test_the_report_is_the_same_for_the_same_case(report):
-    again = evidence.evidence_pdf(
-        {
-            "id": "an_rtl_case",
-            "filename": FILENAME,
-            "analysed_by": "County elections office",
-            "verdict": "likely_cloned",
-            "score": 0.82,
-            "headline": "The voice is likely cloned (machine-generated)",
-            "notes": [
-                {"time": "2026-11-29T09:00:00Z", "author": HEBREW_AUTHOR, "text": ARABIC_NOTE},
-                {
-                    "time": "2026-11-29T09:05:00Z",
-                    "author": "Duty officer",
-                    "text": f"{HEBREW_NOTE}. {LATIN_TAIL}",
-                },
-            ],
-            "generated_at": "2026-11-29T09:30:00Z",
-        }
-    )
+    again = evidence.evidence_pdf(_case())
     assert again == report
