@@ -8,6 +8,7 @@ import importlib
 import librosa
 import numpy as np
 import pytest
+import scipy.linalg
 
 from voicecheck import features
 from voicecheck.constants import (
@@ -304,6 +305,54 @@ def test_feature_rows_equal_the_individual_extractors(rng):
     assert 0 < audible.mean() < 1  # the signal has pauses, which get no pitch
     assert np.isnan(table.row("f0_hz")[~audible]).all()
     assert not table.row("voicing")[~audible].any()
+
+
+def test_band_statistics_equal_their_plain_definitions(rng):
+    # The extractors reduce over bands with matrix products and shared sorts; the values
+    # must be those of the textbook formulas, band by band.
+    y = speech_like(rng, 3.0)
+    X = features.spectrum_frames(y)
+    S = features.power_of(X)
+    audible = features.log_energy(y) > ACTIVITY_FLOOR_DBFS
+    n_bins = S.shape[0]
+
+    def bands(rows, n_bands):  # (n_frames, n_bands, width) of the bins above DC
+        width = (n_bins - 1) // n_bands
+        return rows[:, 1 : 1 + width * n_bands].reshape(rows.shape[0], n_bands, width)
+
+    # sub-band levels: 10 log10 of each band's mean power
+    subband = 10 * np.log10(np.maximum(bands(S.T.astype(np.float64), N_SUBBANDS).mean(2), 1e-12))
+    np.testing.assert_allclose(features.subband_energies(S=S), subband.T, rtol=1e-5, atol=1e-4)
+
+    # fine structure: standard deviation and peak over median of the log-spectrum residual
+    log_s = np.log(np.maximum(S.T.astype(np.float64), 1e-12))
+    cepstrum = np.fft.irfft(log_s, axis=1)
+    cepstrum[:, 24:-23] = 0.0  # keep quefrencies 0..23 and their mirror images
+    residual = bands(log_s - np.fft.rfft(cepstrum, axis=1).real, FINE_BANDS)
+    spread, peak = features.fine_structure(S=S)
+    np.testing.assert_allclose(spread, residual.std(2).T, rtol=1e-3, atol=1e-3)
+    expected_peak = (residual.max(2) - np.median(residual, axis=2)).T
+    np.testing.assert_allclose(peak, expected_peak, rtol=1e-3, atol=1e-3)
+
+    # residual flatness: geometric over arithmetic mean of each band's residual power
+    excitation = features.lpc_residual(S=S)
+    R = np.fft.irfft(S.T.astype(np.float64), axis=1)[:, :13]  # autocorrelation lags 0..12
+    R[:, 0] *= 1.0 + 1e-6  # the extractor's white-noise correction
+    expected = []
+    for frame in np.flatnonzero(audible):
+        taps = np.r_[1.0, scipy.linalg.solve_toeplitz(R[frame, :12], -R[frame, 1:13])]
+        power = S[:, frame] * np.abs(np.fft.rfft(taps, FRAME_LENGTH)) ** 2 + 1e-30
+        b = bands(power[None, :], FINE_BANDS)[0]
+        expected.append(np.exp(np.log(b).mean(1)) / b.mean(1))
+    np.testing.assert_allclose(excitation[1:, audible], np.array(expected).T, rtol=1e-3)
+
+    # phase deviation: 1 - mean cos of each bin's phase advance off its centre frequency
+    k = np.arange(n_bins)
+    advance = np.exp(-2j * np.pi * k * HOP_LENGTH / FRAME_LENGTH)
+    turn = X[1:].astype(np.complex128) * np.conj(X[:-1]) * advance
+    cosine = np.where(np.abs(turn) > 1e-30, turn.real / np.maximum(np.abs(turn), 1e-300), 0.0)
+    phase = features.phase_coherence(X=X)
+    np.testing.assert_allclose(phase[:, 1:], 1 - bands(cosine, PHASE_BANDS).mean(2).T, atol=1e-5)
 
 
 def test_speech_like_input_gives_float32_finite_features(rng):
