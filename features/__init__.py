@@ -38,6 +38,7 @@ from .frames import (
 from .prosody import pitch
 from .spectral import (
     fine_structure,
+    log_power_of,
     lpc_residual,
     phase_coherence,
     power_of,
@@ -70,6 +71,7 @@ __all__ = [
     "lfcc",
     "linear_filterbank",
     "log_energy",
+    "log_power_of",
     "lpc_residual",
     "mel_filterbank",
     "mfcc",

@@ -38,6 +38,7 @@ from .cepstral import cqcc, deltas, lfcc, mfcc
 from .prosody import pitch
 from .spectral import (
     fine_structure,
+    log_power_of,
     lpc_residual,
     phase_coherence,
     power_of,
@@ -232,15 +233,16 @@ def frame_features(y: np.ndarray, *, sr: float = ANALYSIS_SR_HZ) -> FrameFeature
         end = (stop - 1) * HOP_LENGTH + FRAME_LENGTH
         X = spectrum_frames(y[(first - lead) * HOP_LENGTH : end])
         S = power_of(X)
-        out[rows["shape"], first:stop] = spectral_shape(S=S, sr=sr)[:, lead:]
+        log_power = log_power_of(S)  # shared by the flatness and the fine structure
+        out[rows["shape"], first:stop] = spectral_shape(S=S, sr=sr, log_power=log_power)[:, lead:]
         out[rows["phase_dev"], first:stop] = phase_coherence(X=X)[:, lead:]
-        S = S[:, lead:]
+        S, log_power = S[:, lead:], log_power[lead:]
         out[rows["mfcc"], first:stop] = mfcc(S=S, sr=sr)
         out[rows["lfcc"], first:stop] = lfcc(S=S, sr=sr)
         out[rows["cqcc"], first:stop] = cqcc(S=S, sr=sr)
         out[rows["subband_db"], first:stop] = subband_energies(S=S)
         out[rows["fine_spread"], first:stop], out[rows["fine_peak"], first:stop] = fine_structure(
-            S=S
+            S=S, log_power=log_power
         )
         out[rows["excitation"], first:stop] = lpc_residual(S=S)
         samples = y[first * HOP_LENGTH : end]

@@ -44,6 +44,9 @@ TINY_POWER = 1e-30
 
 _DB_PER_NEPER_POWER = np.float32(10.0 / np.log(10.0))
 
+_FINE_FLOOR = np.float32(1e-12)
+"""Power floor of the log spectrum whose fine structure :func:`fine_structure` measures."""
+
 
 @lru_cache(maxsize=16)
 def _padded_window(n_fft: int, win_length: int) -> np.ndarray:
@@ -258,10 +261,49 @@ def _frame_floor(Pt: np.ndarray, relative_floor: float) -> np.ndarray:
     return peak * np.float32(relative_floor) + np.float32(TINY_POWER)
 
 
-def _flatness(Pt: np.ndarray, floor: np.ndarray) -> np.ndarray:
+def _flatness(Pt: np.ndarray, floor: np.ndarray, log_power: np.ndarray | None = None) -> np.ndarray:
     floored = np.maximum(Pt, floor)
-    log_mean = np.log(floored).mean(axis=1)
-    return (np.exp(log_mean) / floored.mean(axis=1)).astype(np.float32)
+    mean = _mean_of_rows(Pt.shape[1])
+    if log_power is None:
+        log_floored = np.log(floored)
+    else:  # log(max(P, floor)) = max(log P, log floor): the logarithm is monotonic
+        log_floored = np.maximum(log_power, np.log(floor))
+    return (np.exp(log_floored @ mean) / (floored @ mean)).astype(np.float32)
+
+
+@lru_cache(maxsize=8)
+def _mean_of_rows(n: int) -> np.ndarray:
+    """Column of ``1 / n``: a row mean as a matrix product (a short-axis reduction is slow)."""
+    column = np.full(n, 1.0 / n, dtype=np.float32)
+    column.flags.writeable = False
+    return column
+
+
+def log_power_of(S: np.ndarray) -> np.ndarray:
+    """Return the natural logarithm of a power spectrogram with frames as rows.
+
+    Powers are floored at ``TINY_POWER`` first. :func:`frame_features` takes this once and
+    gives it to :func:`spectral_shape` and :func:`fine_structure`, which floor it further
+    as their own definitions ask.
+
+    Parameters
+    ----------
+    S : np.ndarray, shape (n_bins, n_frames)
+        Power spectrogram from :func:`power_spectrogram`.
+
+    Returns
+    -------
+    np.ndarray, shape (n_frames, n_bins), float32
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> S = np.array([[1.0, 0.0], [np.e, 0.0]], np.float32)  # 2 bins, 2 frames
+    >>> [[round(float(v), 1) for v in frame] for frame in log_power_of(S)]
+    [[0.0, 1.0], [-69.1, -69.1]]
+    """
+    S = _as_power_spectrogram(S)
+    return np.log(np.maximum(S.T, np.float32(TINY_POWER)))
 
 
 def spectral_flatness(*, S: np.ndarray, relative_floor: float = RELATIVE_FLOOR) -> np.ndarray:
@@ -528,6 +570,7 @@ def spectral_shape(
     n_bands: int = CONTRAST_BANDS,
     fmin: float | None = None,
     quantile: float = 0.02,
+    log_power: np.ndarray | None = None,
 ) -> np.ndarray:
     """Compute every spectral-shape descriptor at once, sharing the intermediate arrays.
 
@@ -541,6 +584,8 @@ def spectral_shape(
         See :func:`spectral_rolloff`.
     n_bands, fmin, quantile
         See :func:`spectral_contrast`.
+    log_power : np.ndarray or None
+        :func:`log_power_of` of ``S`` when the caller has it already (same values).
 
     Returns
     -------
@@ -567,7 +612,7 @@ def spectral_shape(
     out = np.empty((n_bands + 6, S.shape[1]), dtype=np.float32)
     out[0], out[1] = _magnitude_moments(Mt, freqs)
     floor = _frame_floor(Pt, RELATIVE_FLOOR)
-    out[2] = _flatness(Pt, floor)
+    out[2] = _flatness(Pt, floor, log_power)
     out[3] = _rolloff(Mt, freqs, roll_percent)
     out[4 : n_bands + 5] = _contrast(Pt, floor, sr, n_bands, fmin, quantile)
     out[n_bands + 5] = _flux(Mt, Pt)
@@ -618,7 +663,11 @@ def subband_energies(*, S: np.ndarray, n_bands: int = N_SUBBANDS) -> np.ndarray:
 
 
 def fine_structure(
-    *, S: np.ndarray, n_bands: int = FINE_BANDS, lifter: int = ENVELOPE_LIFTER
+    *,
+    S: np.ndarray,
+    n_bands: int = FINE_BANDS,
+    lifter: int = ENVELOPE_LIFTER,
+    log_power: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Depth of the spectral fine structure (harmonics against noise) per band.
 
@@ -636,6 +685,8 @@ def fine_structure(
         Equal-width bands of the bins above DC.
     lifter : int
         Cepstral coefficients kept for the envelope.
+    log_power : np.ndarray or None
+        :func:`log_power_of` of ``S`` when the caller has it already (same values).
 
     Returns
     -------
@@ -658,7 +709,10 @@ def fine_structure(
     S = _as_power_spectrogram(S)
     analysis, synthesis = _envelope_basis(S.shape[0], lifter)
     # frames as rows (S is a transposed view, so S.T is contiguous)
-    log_s = np.log(np.maximum(S.T, np.float32(1e-12)))
+    if log_power is None:
+        log_s = np.log(np.maximum(S.T, _FINE_FLOOR))
+    else:
+        log_s = np.maximum(log_power, np.log(np.full(1, _FINE_FLOOR)))
     residual = log_s - (log_s @ analysis) @ synthesis
     n_bins = S.shape[0] - 1
     width = n_bins // n_bands
