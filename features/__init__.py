@@ -20,6 +20,7 @@ Feature families (:func:`frame_feature_names` lists the rows of :func:`frame_fea
 
 from ._framing import frame_count
 from .cepstral import (
+    cepstra,
     constant_q_filterbank,
     cqcc,
     deltas,
@@ -61,6 +62,7 @@ __all__ = [
     "FEATURE_CONTEXT_FRAMES",
     "FrameFeatures",
     "activity",
+    "cepstra",
     "constant_q_filterbank",
     "cqcc",
     "deltas",

@@ -17,6 +17,7 @@ import numpy as np
 import scipy.fft
 import scipy.ndimage
 import scipy.signal
+import scipy.sparse
 
 from voicecheck.constants import (
     CQ_BINS_PER_OCTAVE,
@@ -210,6 +211,72 @@ def _cepstrum(S: np.ndarray, filterbank: np.ndarray, n_coefficients: int) -> np.
     log_energies = np.log(energies, out=energies)
     log_energies *= _DB_PER_NEPER_POWER
     return dct @ log_energies
+
+
+def cepstra(*, S: np.ndarray, sr: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Compute :func:`mfcc`, :func:`lfcc` and :func:`cqcc` with their default settings at once.
+
+    The three filterbanks are stacked into one sparse matrix (a triangle covers a few bins,
+    so most of a dense product would multiply zeros) and applied in one product, and one
+    logarithm covers all bands. The values are those of the three functions up to rounding.
+
+    Parameters
+    ----------
+    S : np.ndarray, shape (n_bins, n_frames)
+        Power spectrogram from :func:`power_spectrogram`.
+    sr : float
+        Sample rate in Hz.
+
+    Returns
+    -------
+    mfcc, lfcc, cqcc : np.ndarray, shapes (N_MFCC, n_frames), (N_LFCC, n_frames),
+        (N_CQCC, n_frames), float32
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from voicecheck.features import cepstra, cqcc, power_spectrogram
+    >>> from voicecheck.constants import ANALYSIS_SR_HZ as sr
+    >>> S = power_spectrogram(np.random.default_rng(0).standard_normal(sr).astype(np.float32))
+    >>> together = cepstra(S=S, sr=sr)
+    >>> [c.shape[0] for c in together]
+    [20, 20, 20]
+    >>> bool(np.allclose(together[2], cqcc(S=S, sr=sr), atol=1e-3))
+    True
+    """
+    S = _as_power_spectrogram(S)
+    stacked, families = _stacked_filterbanks(float(sr), _n_fft_of(S))
+    energies = stacked @ np.ascontiguousarray(S)
+    for rows, _ in families:
+        band = energies[rows]
+        floor = band.max(axis=0, initial=0.0) * np.float32(RELATIVE_FLOOR)
+        np.maximum(band, floor + np.float32(TINY_POWER), out=band)
+    log_energies = np.log(energies, out=energies)
+    log_energies *= _DB_PER_NEPER_POWER
+    mfcc_, lfcc_, cqcc_ = (dct @ log_energies[rows] for rows, dct in families)
+    return mfcc_, lfcc_, cqcc_
+
+
+@lru_cache(maxsize=4)
+def _stacked_filterbanks(sr: float, n_fft: int) -> tuple[scipy.sparse.csr_array, tuple]:
+    """The mel, linear and constant-Q filterbanks of the defaults as one sparse matrix.
+
+    Returns the matrix and, per family, its rows and its DCT rows.
+    """
+    banks = (
+        mel_filterbank(sr=sr, n_fft=n_fft, n_mels=N_MELS, fmin=0.0, fmax=None),
+        linear_filterbank(sr=sr, n_fft=n_fft, n_filters=N_LINEAR_FILTERS),
+        constant_q_filterbank(
+            sr=sr, n_fft=n_fft, fmin=CQ_FMIN_HZ, bins_per_octave=CQ_BINS_PER_OCTAVE
+        ),
+    )
+    families = []
+    start = 0
+    for bank, n_coefficients in zip(banks, (N_MFCC, N_LFCC, N_CQCC), strict=True):
+        rows = slice(start, start + bank.shape[0])
+        families.append((rows, _dct_rows(bank.shape[0], n_coefficients)))
+        start = rows.stop
+    return scipy.sparse.csr_array(np.vstack(banks)), tuple(families)
 
 
 def mfcc(

@@ -34,7 +34,7 @@ from voicecheck.constants import (
 )
 
 from ._framing import as_mono_float32, frame_count
-from .cepstral import cqcc, deltas, lfcc, mfcc
+from .cepstral import cepstra, deltas
 from .prosody import pitch
 from .spectral import (
     fine_structure,
@@ -237,9 +237,11 @@ def frame_features(y: np.ndarray, *, sr: float = ANALYSIS_SR_HZ) -> FrameFeature
         out[rows["shape"], first:stop] = spectral_shape(S=S, sr=sr, log_power=log_power)[:, lead:]
         out[rows["phase_dev"], first:stop] = phase_coherence(X=X)[:, lead:]
         S, log_power = S[:, lead:], log_power[lead:]
-        out[rows["mfcc"], first:stop] = mfcc(S=S, sr=sr)
-        out[rows["lfcc"], first:stop] = lfcc(S=S, sr=sr)
-        out[rows["cqcc"], first:stop] = cqcc(S=S, sr=sr)
+        (
+            out[rows["mfcc"], first:stop],
+            out[rows["lfcc"], first:stop],
+            out[rows["cqcc"], first:stop],
+        ) = cepstra(S=S, sr=sr)
         out[rows["subband_db"], first:stop] = subband_energies(S=S)
         out[rows["fine_spread"], first:stop], out[rows["fine_peak"], first:stop] = fine_structure(
             S=S, log_power=log_power
