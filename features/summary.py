@@ -145,8 +145,8 @@ def summarize_segments(
 ) -> tuple[np.ndarray, tuple[str, ...]]:
     """Summarise many equally long, possibly overlapping segments, each as :func:`summarize`.
 
-    The masked sums of every segment come from two matrix products over the frames (no
-    copy per segment); only the pitch and level percentiles look at segments one by one.
+    The masked sums of every segment come from one matrix-vector product over its frames
+    (no copy per segment); the pitch and level percentiles are taken for all segments at once.
 
     Parameters
     ----------
@@ -207,20 +207,24 @@ def summarize_segments(
     if not n_active.any():
         return out, out_names
 
-    # weights[:, k] marks segment k's active frames, so that the masked sums of every
-    # segment are two matrix products over the frames. Each row is first shifted by its
-    # mean over the stretch, which keeps the variance from the sum of squares accurate.
-    weights = np.zeros((values.shape[1], n_segments), dtype=np.float32)
-    for k, first in enumerate(starts):
-        weights[first : first + length, k] = active[k]
+    # The masked sums of the values and of their squares: one matrix-vector product per
+    # segment over its own frames. Each row is first shifted by its mean over the stretch,
+    # which keeps the variance from the sum of squares accurate.
     some = n_active > 0
     count = np.maximum(n_active, 1).astype(np.float32)
-    plain = values[plain_rows]
+    n_plain = plain_rows.size
+    both = np.empty((2 * n_plain, values.shape[1]), dtype=np.float32)
+    plain = both[:n_plain]
+    np.take(values, plain_rows, axis=0, out=plain)
     shift = plain.mean(axis=1, keepdims=True)
     plain -= shift
-    means = (plain @ weights) / count
-    np.square(plain, out=plain)
-    variances = np.maximum((plain @ weights) / count - means * means, np.float32(0.0))
+    np.square(plain, out=both[n_plain:])
+    mask = active.astype(np.float32)
+    sums = np.empty((2 * n_plain, n_segments), dtype=np.float32)
+    for k, first in enumerate(starts):
+        sums[:, k] = both[:, first : first + length] @ mask[k]
+    means = sums[:n_plain] / count
+    variances = np.maximum(sums[n_plain:] / count - means * means, np.float32(0.0))
     means += shift
     out[:, mean_positions] = np.where(some, means, np.nan).T
     out[:, mean_positions + 1] = np.where(some, np.sqrt(variances), np.nan).T
