@@ -168,22 +168,27 @@ def _nsdf_peak(
     # frame's energy in the last column, as one matrix product of the squared samples
     energies = np.square(centred) @ _energy_windows(width, first, stop)
     m, total = energies[:, :-1], energies[:, -1:]
-    power = np.abs(scipy.fft.rfft(padded, axis=1, overwrite_x=True))
-    np.square(power, out=power)
+    spectrum = scipy.fft.rfft(padded, axis=1, overwrite_x=True)
+    parts = spectrum.view(np.float32).reshape(n_frames, -1, 2)
+    power = np.square(parts[..., 0])
+    power += np.square(parts[..., 1])
     # the autocorrelation is the inverse transform of the (real, even) power spectrum: a DCT-I
     r = scipy.fft.dct(power, type=1, axis=1, overwrite_x=True)[:, first:stop]
     m *= np.float32(n_fft / 2)  # the DCT-I is n_fft times the autocorrelation
     floor = np.float32(1e-4 * n_fft) * total + np.float32(np.finfo(np.float32).tiny)
-    nsdf = r / np.maximum(m, floor)
+    np.maximum(m, floor, out=m)
+    nsdf = np.divide(r, m, out=m)
 
     inner = nsdf[:, 1:-1]
-    is_peak = (inner > nsdf[:, :-2]) & (inner >= nsdf[:, 2:]) & (inner > 0)
-    highest = np.where(is_peak, inner, np.float32(0.0)).max(axis=1, keepdims=True)
+    is_peak = inner > nsdf[:, :-2]
+    is_peak &= inner >= nsdf[:, 2:]
+    is_peak &= inner > 0
+    highest = (inner * is_peak).max(axis=1, keepdims=True)  # 0 where there is no peak
     chosen = is_peak & (inner >= np.float32(peak_ratio) * highest)
     index = chosen.argmax(axis=1)
-    found = chosen.any(axis=1)
-
     rows = np.arange(n_frames)
+    found = chosen[rows, index]
+
     left, centre, right = nsdf[rows, index], nsdf[rows, index + 1], nsdf[rows, index + 2]
     curvature = left - 2 * centre + right
     bent = curvature < 0
