@@ -215,7 +215,8 @@ def summarize_segments(
     n_plain = plain_rows.size
     both = np.empty((2 * n_plain, values.shape[1]), dtype=np.float32)
     plain = both[:n_plain]
-    np.take(values, plain_rows, axis=0, out=plain)
+    for source, target in _runs(tuple(plain_rows.tolist())):  # row slices copy fastest
+        plain[target] = values[source]
     shift = plain.mean(axis=1, keepdims=True)
     plain -= shift
     np.square(plain, out=both[n_plain:])
@@ -261,6 +262,18 @@ def summarize_segments(
             jitter = n_pairs > 0
             out[jitter, f0_pos + 4] = _SEMITONES_PER_OCTAVE * steps[jitter] / n_pairs[jitter]
     return out, out_names
+
+
+@lru_cache(maxsize=8)
+def _runs(rows: tuple[int, ...]) -> tuple[tuple[slice, slice], ...]:
+    """Split increasing row numbers into runs of consecutive rows: (source, target) slices."""
+    runs: list[tuple[slice, slice]] = []
+    start = 0
+    for i in range(1, len(rows) + 1):
+        if i == len(rows) or rows[i] != rows[i - 1] + 1:
+            runs.append((slice(rows[start], rows[i - 1] + 1), slice(start, i)))
+            start = i
+    return tuple(runs)
 
 
 def _masked_percentiles(
