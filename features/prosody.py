@@ -39,8 +39,8 @@ VOICING_THRESHOLD = 0.5
 PEAK_RATIO = 0.9
 """A local NSDF maximum this close to the highest one (as a fraction) can be chosen."""
 
-_CHUNK_FRAMES = 512
-"""Frames analysed at once, to keep the temporary arrays small (results do not depend on it)."""
+_CHUNK_FRAMES = 1024
+"""Frames analysed at once, to keep the temporary arrays small (values change by rounding only)."""
 
 
 def _decimation(sr: float, frame_length: int, hop_length: int) -> int:
