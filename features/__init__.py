@@ -30,6 +30,7 @@ from .cepstral import (
     mfcc,
 )
 from .frames import (
+    ANALYSIS_REACH_FRAMES,
     FEATURE_CONTEXT_FRAMES,
     FrameFeatures,
     activity,
@@ -59,6 +60,7 @@ from .summary import summarize, summarize_segments, summary_names
 from .temporal import log_energy, zero_crossing_rate
 
 __all__ = [
+    "ANALYSIS_REACH_FRAMES",
     "FEATURE_CONTEXT_FRAMES",
     "FrameFeatures",
     "activity",

@@ -2,12 +2,13 @@
 
 :func:`frame_features` computes each frame's complex spectrum once and derives every spectral,
 cepstral, excitation and phase feature from it; the waveform features (zero-crossing rate,
-energy, pitch) use the same non-centred frames. Frame ``i`` depends only on samples
-``[i * HOP_LENGTH, i * HOP_LENGTH + FRAME_LENGTH)`` and, for the deltas, the flux and the phase
-deviation, on at
-most :data:`FEATURE_CONTEXT_FRAMES` frames on each side. A long recording can therefore be
-processed in overlapping blocks: give each block that many extra frames (or more) on each side
-and drop them afterwards.
+energy, pitch) use the same non-centred frames. Pauses are not analysed: a frame further than
+:data:`ANALYSIS_REACH_FRAMES` from any frame above the activity floor is read by no summary,
+so only its level and zero-crossing rate are computed. Frame ``i`` depends only on samples
+``[i * HOP_LENGTH, i * HOP_LENGTH + FRAME_LENGTH)`` and, for the deltas, the flux, the phase
+deviation and the choice of frames to analyse, on at most :data:`FEATURE_CONTEXT_FRAMES`
+frames on each side. A long recording can therefore be processed in overlapping blocks: give
+each block that many extra frames (or more) on each side and drop them afterwards.
 """
 
 from __future__ import annotations
@@ -49,8 +50,15 @@ from .spectral import (
 )
 from .temporal import log_energy, zero_crossing_rate
 
-FEATURE_CONTEXT_FRAMES = DELTA_WIDTH_FRAMES // 2
-"""Neighbouring frames on each side that can influence a frame's features (the deltas)."""
+ANALYSIS_REACH_FRAMES = DELTA_WIDTH_FRAMES // 2
+"""A frame is analysed when an audible frame lies this close (the reach of a delta)."""
+
+FEATURE_CONTEXT_FRAMES = 2 * ANALYSIS_REACH_FRAMES
+"""Neighbouring frames on each side that can influence a frame's features.
+
+Whether a frame is analysed depends on the levels of the frames within
+:data:`ANALYSIS_REACH_FRAMES`, and its deltas read as far again.
+"""
 
 _CHUNK_FRAMES = 1024
 """Frames whose spectra are computed at once (bounds temporary memory; no effect on values)."""
@@ -65,7 +73,8 @@ class FrameFeatures:
     values : np.ndarray, shape (n_features, n_frames), float32
         One row per feature, in the order of ``names``; units are in the names' suffixes
         (``_hz``, ``_db``) or given by :func:`frame_feature_names`. ``f0_hz`` is NaN in
-        unvoiced frames; nothing else is ever NaN.
+        unvoiced frames; nothing else is ever NaN. Quiet frames (see :func:`frame_features`)
+        hold 0 in every row but ``zcr``, ``energy_db``, ``f0_hz`` (NaN) and the deltas.
     names : tuple of str, length n_features
         Feature names, equal to :func:`frame_feature_names`.
     """
@@ -174,7 +183,7 @@ def _row_slices() -> dict[str, slice | int]:
     shape = spectral_shape_names(n_bands=CONTRAST_BANDS)
     start = names.index(shape[0])
     rows["shape"] = slice(start, start + len(shape))
-    for name in ("zcr", "energy_db", "f0_hz", "voicing"):
+    for name in ("zcr", "energy_db", "f0_hz", "voicing", "flux"):
         rows[name] = names.index(name)
     start = names.index("lpc_gain_db")
     rows["excitation"] = slice(start, start + 1 + FINE_BANDS)
@@ -186,6 +195,16 @@ def frame_features(y: np.ndarray, *, sr: float = ANALYSIS_SR_HZ) -> FrameFeature
 
     Frames are non-centred (see the module docstring), ``n_frames = 1 + (len(y) -
     FRAME_LENGTH) // HOP_LENGTH``, 0 for a signal shorter than one frame.
+
+    A frame is *audible* when its level is above ``ACTIVITY_FLOOR_DBFS``; no quieter frame
+    is ever active (:func:`activity`), so no segment summary reads it. Frames further than
+    :data:`ANALYSIS_REACH_FRAMES` from every audible frame are *quiet*: they are not analysed
+    and hold 0 in every row but ``zcr`` and ``energy_db`` (computed for every frame), ``f0_hz``
+    (NaN) and the deltas (slopes over the neighbouring rows as they are). Pitch is searched
+    in audible frames only. Every frame within reach of an audible one gets its full
+    features, so the deltas of an audible frame read only analysed frames. The first
+    analysed frame after a quiet one has no previous spectrum: its flux is 0 and its phase
+    deviation 1.
 
     Parameters
     ----------
@@ -222,8 +241,14 @@ def frame_features(y: np.ndarray, *, sr: float = ANALYSIS_SR_HZ) -> FrameFeature
     y = as_mono_float32(y)
     names = frame_feature_names()
     n_frames = frame_count(y.size, frame_length=FRAME_LENGTH, hop_length=HOP_LENGTH)
-    out = np.empty((len(names), n_frames), dtype=np.float32)
+    out = np.zeros((len(names), n_frames), dtype=np.float32)
     rows = _row_slices()
+    out[rows["zcr"]] = zero_crossing_rate(y)
+    energy_db = out[rows["energy_db"]] = log_energy(y)
+    # A frame at or below the activity floor is a pause in every segment (see :func:`activity`):
+    # no summary reads it. Only frames within a delta's reach of an audible one are analysed.
+    audible = energy_db > ACTIVITY_FLOOR_DBFS
+    analysed = _within_reach(audible, ANALYSIS_REACH_FRAMES)
     # Frames are processed in chunks so that the temporary arrays stay small; every frame's
     # spectrum is still computed once (plus one frame per chunk for the flux and the phase
     # deviation).
@@ -231,35 +256,64 @@ def frame_features(y: np.ndarray, *, sr: float = ANALYSIS_SR_HZ) -> FrameFeature
         stop = min(n_frames, first + _CHUNK_FRAMES)
         lead = 1 if first > 0 else 0  # the previous frame, for the flux and the phase
         end = (stop - 1) * HOP_LENGTH + FRAME_LENGTH
-        X = spectrum_frames(y[(first - lead) * HOP_LENGTH : end])
-        S = power_of(X)
-        log_power = log_power_of(S)  # shared by the flatness and the fine structure
-        out[rows["shape"], first:stop] = spectral_shape(S=S, sr=sr, log_power=log_power)[:, lead:]
-        out[rows["phase_dev"], first:stop] = phase_coherence(X=X)[:, lead:]
-        S, log_power = S[:, lead:], log_power[lead:]
-        (
-            out[rows["mfcc"], first:stop],
-            out[rows["lfcc"], first:stop],
-            out[rows["cqcc"], first:stop],
-        ) = cepstra(S=S, sr=sr)
-        out[rows["subband_db"], first:stop] = subband_energies(S=S)
-        out[rows["fine_spread"], first:stop], out[rows["fine_peak"], first:stop] = fine_structure(
-            S=S, log_power=log_power
-        )
-        out[rows["excitation"], first:stop] = lpc_residual(S=S)
-        samples = y[first * HOP_LENGTH : end]
-        out[rows["zcr"], first:stop] = zero_crossing_rate(samples)
-        energy_db = out[rows["energy_db"], first:stop] = log_energy(samples)
-        # A frame at or below the activity floor is a pause in every segment (see
-        # :func:`activity`), so no summary reads its pitch: it is not searched.
+        chunk = y[(first - lead) * HOP_LENGTH : end]
+        wanted = analysed[first - lead : stop]
+        if wanted.all():
+            _spectral_rows(out, spectrum_frames(chunk), slice(first, stop), slice(lead, None), sr)
+        elif wanted[lead:].any():
+            picked = np.flatnonzero(wanted)
+            number = picked + (first - lead)
+            keep = number >= first
+            _spectral_rows(out, spectrum_frames(chunk, frames=picked), number[keep], keep, sr)
+            # The first frame of a run follows a frame that was not analysed: it has no
+            # previous spectrum, so no flux (0) and no phase advance (deviation 1).
+            starts = number[keep & (np.diff(picked, prepend=-1) > 1)]
+            out[rows["flux"], starts] = 0.0
+            out[rows["phase_dev"], starts] = 1.0
+        # no summary reads the pitch of a pause either: it is not searched
         out[rows["f0_hz"], first:stop], out[rows["voicing"], first:stop] = pitch(
-            samples, sr=sr, frames=energy_db > ACTIVITY_FLOOR_DBFS
+            y[first * HOP_LENGTH : end], sr=sr, frames=audible[first:stop]
         )
     for family in ("mfcc", "lfcc"):
         out[rows[f"{family}_d1"]] = deltas(out[rows[family]], order=1)
         out[rows[f"{family}_d2"]] = deltas(out[rows[family]], order=2)
     out[rows["subband_d1"]] = deltas(out[rows["subband_db"]], order=1)
     return FrameFeatures(values=out, names=names)
+
+
+def _spectral_rows(
+    out: np.ndarray, X: np.ndarray, columns: slice | np.ndarray, keep: slice | np.ndarray, sr: float
+) -> None:
+    """Write every feature derived from the frame spectra ``X`` into ``out[:, columns]``.
+
+    ``keep`` picks the rows of ``X`` that belong to ``columns``; the others are only there as
+    the previous frame of the flux and the phase deviation.
+    """
+    rows = _row_slices()
+    S = power_of(X)
+    log_power = log_power_of(S)  # shared by the flatness and the fine structure
+    out[rows["shape"], columns] = spectral_shape(S=S, sr=sr, log_power=log_power)[:, keep]
+    out[rows["phase_dev"], columns] = phase_coherence(X=X)[:, keep]
+    S, log_power = S[:, keep], log_power[keep]
+    (
+        out[rows["mfcc"], columns],
+        out[rows["lfcc"], columns],
+        out[rows["cqcc"], columns],
+    ) = cepstra(S=S, sr=sr)
+    out[rows["subband_db"], columns] = subband_energies(S=S)
+    out[rows["fine_spread"], columns], out[rows["fine_peak"], columns] = fine_structure(
+        S=S, log_power=log_power
+    )
+    out[rows["excitation"], columns] = lpc_residual(S=S)
+
+
+def _within_reach(marked: np.ndarray, reach: int) -> np.ndarray:
+    """True where a marked frame lies at most ``reach`` frames away (frames off the end are not)."""
+    counts = np.concatenate([[0], np.cumsum(marked, dtype=np.int64)])
+    index = np.arange(marked.size)
+    low = np.maximum(index - reach, 0)
+    high = np.minimum(index + reach + 1, marked.size)
+    return counts[high] > counts[low]
 
 
 def activity(

@@ -141,8 +141,12 @@ def spectrum_frames(
     n_fft: int = FRAME_LENGTH,
     win_length: int = WIN_LENGTH,
     hop_length: int = HOP_LENGTH,
+    frames: np.ndarray | None = None,
 ) -> np.ndarray:
     """Return the complex spectrum of each frame, the frames of :func:`power_spectrogram`.
+
+    ``frames`` (increasing frame numbers) limits the work to those frames, one row each in
+    that order; by default every frame is transformed.
 
     Returns
     -------
@@ -160,6 +164,8 @@ def spectrum_frames(
     y = as_mono_float32(y)
     window = _padded_window(n_fft, win_length)
     framed = frame_view(y, frame_length=n_fft, hop_length=hop_length)
+    if frames is not None:
+        framed = framed[frames]
     if framed.shape[0] == 0:
         return np.zeros((0, 1 + n_fft // 2), dtype=np.complex64)
     return scipy.fft.rfft(framed * window, axis=1)
