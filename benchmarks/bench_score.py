@@ -8,6 +8,11 @@ plain numpy STFT (the power spectrogram of the decoded samples with our frames: 
 least any spectral detector must do) and a textbook librosa MFCC pipeline (decode and
 20 MFCCs with deltas). Then peak traced memory of the 30-minute call as a ratio of the
 decoded audio it works on (measured apart: tracing slows the code it watches).
+
+The calls are espeak-ng sentences with a pause after each, as a call has; each result gives
+the fraction of frames that are pauses (at or below the activity floor), whose features are
+not computed. ``g711_60s_without_pauses`` is the same speech with its pauses cut out: the
+cost when every frame is speech.
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ import tracemalloc  # noqa: E402
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
-from voicecheck.analysis import segment_features  # noqa: E402
+from voicecheck.analysis import level_gain, segment_features  # noqa: E402
 from voicecheck.audio import load_audio  # noqa: E402
 from voicecheck.channel import apply_channel  # noqa: E402
+from voicecheck.constants import ACTIVITY_FLOOR_DBFS  # noqa: E402
+from voicecheck.features import log_energy  # noqa: E402
 from voicecheck.model import load_model  # noqa: E402
 from voicecheck.scoring import analyze  # noqa: E402
 
@@ -52,10 +59,28 @@ def speech(duration_s: float) -> np.ndarray:
     return (0.3 * np.tile(y, reps)[: int(duration_s * 8000)] / np.abs(y).max()).astype(np.float32)
 
 
-def g711_wav(duration_s: float) -> bytes:
+def without_pauses(y: np.ndarray) -> np.ndarray:
+    """The same speech with every 10 ms block below -40 dB of the loudest one cut out."""
+    blocks = y[: y.size // 80 * 80].reshape(-1, 80)
+    level = np.sqrt(np.mean(blocks.astype(np.float64) ** 2, axis=1))
+    return blocks[level > level.max() * 0.01].ravel()
+
+
+def g711_wav(duration_s: float, *, pauses: bool = True) -> bytes:
+    y = speech(duration_s)
+    if not pauses:
+        y = without_pauses(speech(duration_s * 2))
+        y = np.tile(y, int(np.ceil(duration_s * 8000 / y.size)))[: int(duration_s * 8000)]
     buf = io.BytesIO()
-    sf.write(buf, speech(duration_s), 8000, format="WAV", subtype="ULAW")
+    sf.write(buf, y, 8000, format="WAV", subtype="ULAW")
     return buf.getvalue()
+
+
+def pause_fraction(data: bytes) -> float:
+    """Fraction of analysis frames at or below the activity floor once the level is set."""
+    y = load_audio(data).samples[0]
+    energy_db = log_energy(y * np.float32(level_gain(y)))
+    return float(np.mean(energy_db <= ACTIVITY_FLOOR_DBFS))
 
 
 def cpu(fn, repeats: int) -> float:
@@ -91,8 +116,8 @@ def numpy_stft(y: np.ndarray, block_frames: int = 3000) -> float:
     return total
 
 
-def bench_speed(detector, duration_s: float, repeats: int) -> dict:
-    data = g711_wav(duration_s)
+def bench_speed(detector, duration_s: float, repeats: int, *, pauses: bool = True) -> dict:
+    data = g711_wav(duration_s, pauses=pauses)
     analyze(data, detector)  # warm up (imports, caches)
     audio = load_audio(data)
     X = segment_features(audio.samples[0]).X
@@ -114,6 +139,7 @@ def bench_speed(detector, duration_s: float, repeats: int) -> dict:
     total, baseline = best["total"], best["baseline"]
     return {
         "audio_s": duration_s,
+        "pause_fraction": round(pause_fraction(data), 3),
         "cpu_s_total": round(total, 4),
         "cpu_s_per_audio_s": round(total / duration_s, 6),
         "x_real_time_per_core": round(duration_s / total, 1),
@@ -160,6 +186,7 @@ def main() -> None:
     detector = load_model()
     report = {
         "g711_60s": bench_speed(detector, 60.0, args.repeats),
+        "g711_60s_without_pauses": bench_speed(detector, 60.0, args.repeats, pauses=False),
         "g711_30min": bench_speed(detector, args.long_s, args.long_repeats),
         "g711_30min_memory": bench_memory(detector, args.long_s),
     }

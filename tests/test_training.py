@@ -156,6 +156,30 @@ def test_same_seed_same_features(tiny_manifest):
     assert [c["chain"] for c in a.clips] == [c["chain"] for c in b.clips]
 
 
+def test_feature_cache_is_reused_until_the_feature_code_changes(tiny_manifest, monkeypatch):
+    from voicecheck.research import training
+    from voicecheck.research.manifest import load_manifest
+
+    cache = training.cache_dir()
+    clips = load_manifest(tiny_manifest).clips()[:2]
+
+    def build():
+        before = set(cache.glob("*.npz")) if cache.exists() else set()
+        table = training.build_table(
+            clips, chains=training.training_chains, copies=1, seed=11, n_jobs=1
+        )
+        return table, set(cache.glob("*.npz")) - before
+
+    first, written = build()
+    assert len(written) == 2  # one entry per clip copy
+    again, written = build()
+    assert not written  # read back from the cache
+    np.testing.assert_array_equal(first.X, again.X)
+    monkeypatch.setattr(training, "_feature_code_digest", lambda: "edited feature code")
+    _, written = build()
+    assert len(written) == 2  # computed afresh, stored under new keys
+
+
 def _table(cells: dict[tuple[str, int], int]):
     from voicecheck.research.training import Table
 

@@ -10,6 +10,7 @@ from models that never saw the clip's group.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -102,6 +103,24 @@ def cache_dir() -> Path | None:
     return root / "features" if root is not None else None
 
 
+@functools.cache
+def _feature_code_digest() -> str:
+    """Digest of the code that turns samples into segment features (and of the channels).
+
+    A cached feature table is only reused by the code that made it: an edit to how a feature
+    is computed invalidates the cache even when the names and the constants stay the same.
+    """
+    from .. import analysis, channel, features
+
+    sources = sorted(Path(features.__file__).parent.glob("*.py"))
+    sources += [Path(analysis.__file__), Path(channel.__file__)]
+    digest = hashlib.sha256()
+    for source in sources:
+        digest.update(source.name.encode())
+        digest.update(source.read_bytes())
+    return digest.hexdigest()
+
+
 def _cache_key(clip: Clip, chain: Sequence[Any], seed: int) -> str:
     """Everything the features of one clip copy depend on, hashed."""
     st = clip.path.stat()
@@ -114,6 +133,7 @@ def _cache_key(clip: Clip, chain: Sequence[Any], seed: int) -> str:
         feature_names(),
         feature_params(),
         __version__,
+        _feature_code_digest(),
     ]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 
