@@ -60,8 +60,9 @@ Whether a frame is analysed depends on the levels of the frames within
 :data:`ANALYSIS_REACH_FRAMES`, and its deltas read as far again.
 """
 
-_CHUNK_FRAMES = 1024
-"""Frames whose spectra are computed at once (bounds temporary memory; no effect on values)."""
+_CHUNK_FRAMES = 1536
+"""Most frames whose spectra are computed at once (bounds temporary memory; a signal is cut
+into equal chunks of at most this many; values change by rounding only)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -252,8 +253,9 @@ def frame_features(y: np.ndarray, *, sr: float = ANALYSIS_SR_HZ) -> FrameFeature
     # Frames are processed in chunks so that the temporary arrays stay small; every frame's
     # spectrum is still computed once (plus one frame per chunk for the flux and the phase
     # deviation).
-    for first in range(0, n_frames, _CHUNK_FRAMES):
-        stop = min(n_frames, first + _CHUNK_FRAMES)
+    chunk_frames = -(-n_frames // max(1, -(-n_frames // _CHUNK_FRAMES)))  # equal chunks
+    for first in range(0, n_frames, max(1, chunk_frames)):
+        stop = min(n_frames, first + chunk_frames)
         lead = 1 if first > 0 else 0  # the previous frame, for the flux and the phase
         end = (stop - 1) * HOP_LENGTH + FRAME_LENGTH
         chunk = y[(first - lead) * HOP_LENGTH : end]
