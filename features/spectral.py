@@ -723,10 +723,10 @@ def fine_structure(
     n_bins = S.shape[0] - 1
     width = n_bins // n_bands
     average = _band_average(S.shape[0], n_bands)
-    # band means as matrix products: a reduction over a short axis is slow
-    mean = residual @ average
-    mean_square = np.square(residual) @ average
-    spread = np.sqrt(np.maximum(mean_square - np.square(mean), np.float32(0.0)))
+    # band means as matrix products (a reduction over a short axis is slow); the spread
+    # around each band's own mean, which a band far from the envelope needs in float32
+    centred = residual - (residual @ average) @ _band_indicator(S.shape[0], n_bands)
+    spread = np.sqrt(np.square(centred, out=centred) @ average)
     ordered = np.sort(residual[:, 1 : 1 + width * n_bands].reshape(-1, n_bands, width), axis=2)
     peak = ordered[..., -1] - _median_of_sorted(ordered)
     return np.ascontiguousarray(spread.T), np.ascontiguousarray(peak.T)
@@ -738,6 +738,14 @@ def _median_of_sorted(ordered: np.ndarray) -> np.ndarray:
     if n % 2:
         return ordered[..., n // 2]
     return (ordered[..., n // 2 - 1] + ordered[..., n // 2]) * np.float32(0.5)
+
+
+@lru_cache(maxsize=16)
+def _band_indicator(n_bins: int, n_bands: int) -> np.ndarray:
+    """0/1 matrix, shape ``(n_bands, n_bins)``: a band value times it fills the band's bins."""
+    matrix = (_band_average(n_bins, n_bands).T > 0).astype(np.float32)
+    matrix.flags.writeable = False
+    return matrix
 
 
 @lru_cache(maxsize=16)
