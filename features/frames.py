@@ -5,10 +5,12 @@ cepstral, excitation and phase feature from it; the waveform features (zero-cros
 energy, pitch) use the same non-centred frames. Pauses are not analysed: a frame further than
 :data:`ANALYSIS_REACH_FRAMES` from any frame above the activity floor is read by no summary,
 so only its level and zero-crossing rate are computed. Frame ``i`` depends only on samples
-``[i * HOP_LENGTH, i * HOP_LENGTH + FRAME_LENGTH)`` and, for the deltas, the flux, the phase
-deviation and the choice of frames to analyse, on at most :data:`FEATURE_CONTEXT_FRAMES`
-frames on each side. A long recording can therefore be processed in overlapping blocks: give
-each block that many extra frames (or more) on each side and drop them afterwards.
+``[i * HOP_LENGTH, i * HOP_LENGTH + FRAME_LENGTH)`` and, for the deltas, the flux and the
+phase deviation, on at most :data:`FEATURE_CONTEXT_FRAMES` frames on each side: exactly so for
+every audible frame (above the activity floor), the only frames a summary reads. A long
+recording can therefore be processed in overlapping blocks: give each block that many extra
+frames (or more) on each side and drop them afterwards; the audible frames come out as from
+the whole signal.
 """
 
 from __future__ import annotations
@@ -53,11 +55,12 @@ from .temporal import log_energy, zero_crossing_rate
 ANALYSIS_REACH_FRAMES = DELTA_WIDTH_FRAMES // 2
 """A frame is analysed when an audible frame lies this close (the reach of a delta)."""
 
-FEATURE_CONTEXT_FRAMES = 2 * ANALYSIS_REACH_FRAMES
-"""Neighbouring frames on each side that can influence a frame's features.
+FEATURE_CONTEXT_FRAMES = DELTA_WIDTH_FRAMES // 2
+"""Neighbouring frames on each side that can influence an audible frame's features (the deltas).
 
-Whether a frame is analysed depends on the levels of the frames within
-:data:`ANALYSIS_REACH_FRAMES`, and its deltas read as far again.
+Every frame within :data:`ANALYSIS_REACH_FRAMES` of an audible one is analysed, so this holds
+exactly for the frames a summary reads. A frame near a pause can also depend on which of its
+neighbours are analysed, which looks as far again; no summary reads it.
 """
 
 _CHUNK_FRAMES = 1536
