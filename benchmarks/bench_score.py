@@ -67,8 +67,9 @@ def without_pauses(y: np.ndarray) -> np.ndarray:
 
 
 def g711_wav(duration_s: float, *, pauses: bool = True) -> bytes:
-    y = speech(duration_s)
-    if not pauses:
+    if pauses:
+        y = speech(duration_s)
+    else:
         y = without_pauses(speech(duration_s * 2))
         y = np.tile(y, int(np.ceil(duration_s * 8000 / y.size)))[: int(duration_s * 8000)]
     buf = io.BytesIO()

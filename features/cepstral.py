@@ -203,22 +203,25 @@ def _dct_rows(n_inputs: int, n_coefficients: int) -> np.ndarray:
     return _read_only(full[1 : n_coefficients + 1])
 
 
-def _cepstrum(S: np.ndarray, filterbank: np.ndarray, n_coefficients: int) -> np.ndarray:
-    dct = _dct_rows(filterbank.shape[0], n_coefficients)
-    energies = filterbank @ S
+def _to_db(energies: np.ndarray) -> np.ndarray:
+    """Band powers (bands as rows) to dB in place, floored relative to each frame's strongest."""
     floor = energies.max(axis=0, initial=0.0) * np.float32(RELATIVE_FLOOR) + np.float32(TINY_POWER)
     np.maximum(energies, floor, out=energies)
-    log_energies = np.log(energies, out=energies)
-    log_energies *= _DB_PER_NEPER_POWER
-    return dct @ log_energies
+    np.log(energies, out=energies)
+    energies *= _DB_PER_NEPER_POWER
+    return energies
+
+
+def _cepstrum(S: np.ndarray, filterbank: np.ndarray, n_coefficients: int) -> np.ndarray:
+    return _dct_rows(filterbank.shape[0], n_coefficients) @ _to_db(filterbank @ S)
 
 
 def cepstra(*, S: np.ndarray, sr: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Compute :func:`mfcc`, :func:`lfcc` and :func:`cqcc` with their default settings at once.
 
     The three filterbanks are stacked into one sparse matrix (a triangle covers a few bins,
-    so most of a dense product would multiply zeros) and applied in one product, and one
-    logarithm covers all bands. The values are those of the three functions up to rounding.
+    so most of a dense product would multiply zeros) and applied in one product. The values
+    are those of the three functions up to rounding.
 
     Parameters
     ----------
@@ -247,13 +250,7 @@ def cepstra(*, S: np.ndarray, sr: float) -> tuple[np.ndarray, np.ndarray, np.nda
     S = _as_power_spectrogram(S)
     stacked, families = _stacked_filterbanks(float(sr), _n_fft_of(S))
     energies = stacked @ np.ascontiguousarray(S)
-    for rows, _ in families:
-        band = energies[rows]
-        floor = band.max(axis=0, initial=0.0) * np.float32(RELATIVE_FLOOR)
-        np.maximum(band, floor + np.float32(TINY_POWER), out=band)
-    log_energies = np.log(energies, out=energies)
-    log_energies *= _DB_PER_NEPER_POWER
-    mfcc_, lfcc_, cqcc_ = (dct @ log_energies[rows] for rows, dct in families)
+    mfcc_, lfcc_, cqcc_ = (dct @ _to_db(energies[rows]) for rows, dct in families)
     return mfcc_, lfcc_, cqcc_
 
 

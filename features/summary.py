@@ -49,12 +49,13 @@ def summary_names(frame_names: tuple[str, ...]) -> tuple[str, ...]:
 @lru_cache(maxsize=8)
 def _layout(
     frame_names: tuple[str, ...],
-) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, int, int, int, int]:
+) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, int, int, int, int, tuple]:
     """Return the summary names and where each statistic goes.
 
     The tuple holds: names, rows of the plain features, output positions of their means
     (stds follow each mean), then the row and output position of ``f0_hz`` and of
-    ``energy_db`` (-1 where absent).
+    ``energy_db`` (-1 where absent), and the plain rows as runs of consecutive rows
+    (``(source, target)`` slices, the fastest way to copy them).
     """
     if len(set(frame_names)) != len(frame_names):
         raise ValueError("frame feature names must be unique")
@@ -80,6 +81,7 @@ def _layout(
         f0_position,
         energy_row,
         energy_position,
+        _runs(plain_rows),
     )
 
 
@@ -179,7 +181,7 @@ def summarize_segments(
     >>> names, summary.tolist()
     (('zcr_mean', 'zcr_std'), [[2.0, 1.0], [nan, nan], [52.0, 48.0]])
     """
-    out_names, plain_rows, mean_positions, f0_row, f0_pos, energy_row, energy_pos = _layout(
+    (out_names, plain_rows, mean_positions, f0_row, f0_pos, energy_row, energy_pos, runs) = _layout(
         tuple(names)
     )
     values = np.asarray(values, dtype=np.float32)
@@ -215,7 +217,7 @@ def summarize_segments(
     n_plain = plain_rows.size
     both = np.empty((2 * n_plain, values.shape[1]), dtype=np.float32)
     plain = both[:n_plain]
-    for source, target in _runs(tuple(plain_rows.tolist())):  # row slices copy fastest
+    for source, target in runs:
         plain[target] = values[source]
     shift = plain.mean(axis=1, keepdims=True)
     plain -= shift
@@ -252,9 +254,9 @@ def summarize_segments(
             spread = np.where(voiced, safe - (safe.sum(axis=1) / n)[:, None], 0.0)
             p10, p50, p90 = _masked_percentiles(log_f0, voiced, n_voiced, (10.0, 50.0, 90.0))
             out[has, f0_pos] = p50[has]
-            out[has, f0_pos + 1] = _SEMITONES_PER_OCTAVE * np.sqrt(
-                (spread * spread).sum(axis=1) / n
-            )[has]
+            out[has, f0_pos + 1] = (
+                _SEMITONES_PER_OCTAVE * np.sqrt((spread * spread).sum(axis=1) / n)[has]
+            )
             out[has, f0_pos + 2] = _SEMITONES_PER_OCTAVE * (p90 - p10)[has]
             pairs = voiced[:, 1:] & voiced[:, :-1]
             n_pairs = np.count_nonzero(pairs, axis=1)
@@ -264,8 +266,7 @@ def summarize_segments(
     return out, out_names
 
 
-@lru_cache(maxsize=8)
-def _runs(rows: tuple[int, ...]) -> tuple[tuple[slice, slice], ...]:
+def _runs(rows: list[int]) -> tuple[tuple[slice, slice], ...]:
     """Split increasing row numbers into runs of consecutive rows: (source, target) slices."""
     runs: list[tuple[slice, slice]] = []
     start = 0
